@@ -1,0 +1,51 @@
+# Two commands for users: `make run` (talk to the agent) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run test check format bench system-deps
+
+run: $(INSTALLED) system-deps .env
+	$(PY) agent.py console --text
+
+test: $(INSTALLED) system-deps
+	$(PY) -m pytest
+
+check: $(INSTALLED)
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+	$(PY) -m pytest -q
+
+format: $(INSTALLED)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+bench: $(INSTALLED)
+	$(PY) -m bench
+
+$(INSTALLED): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+.env:
+	cp .env.example .env
+	@echo "Created .env from .env.example: set OPENAI_API_KEY (or OPENAI_BASE_URL) in it."
+
+# PortAudio for the console (sounddevice), espeak-ng for the spoken-audio test.
+system-deps:
+	@missing=""; \
+	ldconfig -p 2>/dev/null | grep -q 'libportaudio\.so\.2' || missing="$$missing libportaudio2"; \
+	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "Missing system packages:$$missing. Install them with: sudo apt-get install$$missing"; \
+	  fi; \
+	fi

@@ -1,0 +1,91 @@
+"""The background health loop: a cheap tick often, real probes rarely, healing as it goes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from .redact import redact
+
+if TYPE_CHECKING:
+    from .pool import ConnectionPool
+
+logger = logging.getLogger("pool.health")
+
+
+class HealthLoop:
+    """Every ``health_tick_s``: rebuild clients found closed and log error counts.
+    Every ``health_probe_s``: probe each open client; drop the ones that fail.
+    """
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+        self.task: asyncio.Task[None] | None = None
+        self.ticks = 0
+        self.probes = 0
+        self.healed = 0
+        self._last_failures: dict[str, int] = {}
+
+    def start(self) -> None:
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run(), name="pool-health-loop")
+
+    async def stop(self) -> None:
+        task, self.task = self.task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        settings = self.pool.settings
+        next_probe = time.monotonic() + settings.health_probe_s
+        while True:
+            await asyncio.sleep(settings.health_tick_s)
+            try:
+                await self.tick()
+                if time.monotonic() >= next_probe:
+                    next_probe = time.monotonic() + settings.health_probe_s
+                    await self.probe_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the loop must outlive any one bad round
+                logger.exception("health loop round failed")
+
+    async def tick(self) -> None:
+        """Cheap: no network. Heal clients that were closed, log new errors."""
+        self.ticks += 1
+        stats = self.pool.stats()["resources"]
+        for name, entry in stats.items():
+            if entry["client"] == "broken":
+                self.healed += int(await self.pool.heal(name))
+            new_failures = entry["failures"] - self._last_failures.get(name, 0)
+            self._last_failures[name] = entry["failures"]
+            if new_failures:
+                logger.warning(
+                    "%s: %d failed calls since the last tick (health %s, breaker %s): %s",
+                    name,
+                    new_failures,
+                    entry["health"],
+                    entry["breaker"],
+                    entry["last_error"],
+                )
+
+    async def probe_all(self) -> dict[str, str]:
+        """One real request per open client; a client that fails it is rebuilt."""
+        self.probes += 1
+        results: dict[str, str] = {}
+        for name in self.pool.resource_names:
+            if self.pool.client_if_open(name) is None:
+                continue
+            try:
+                await self.pool.probe(name)
+                results[name] = "ok"
+            except Exception as exc:
+                results[name] = redact(f"{type(exc).__name__}: {exc}")[:200]
+                logger.warning("%s failed its health probe; rebuilding: %s", name, results[name])
+                self.healed += int(await self.pool.heal(name))
+        return results

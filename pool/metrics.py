@@ -1,0 +1,131 @@
+"""Per-resource counters, latency summary and health class.
+
+Health is judged over a rolling time window, not lifetime totals, so a resource
+regains HEALTHY once an incident has aged out of the window.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .redact import redact
+
+Health = Literal["HEALTHY", "DEGRADED", "FAILED", "UNKNOWN"]
+Outcome = Literal["success", "failure", "timeout"]
+
+HEALTHY_AT = 0.95
+DEGRADED_AT = 0.80
+# enough samples for a stable p95 without unbounded memory
+LATENCY_SAMPLES = 1024
+
+
+@dataclass
+class ResourceMetrics:
+    name: str
+    window_s: float = 300.0
+    slow_call_s: float = 2.0
+    created_at: float = field(default_factory=time.time)
+    requests: int = 0
+    successes: int = 0
+    failures: int = 0
+    timeouts: int = 0
+    slow_calls: int = 0
+    connections_opened: int = 0
+    connections_reused: int = 0
+    last_request_at: float | None = None
+    last_error: str | None = None
+    _latency_min: float = float("inf")
+    _latency_max: float = 0.0
+    _latency_sum: float = 0.0
+    _latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+    # (monotonic time, succeeded) of recent calls, for the rolling health class
+    _recent: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=10_000))
+
+    def record(
+        self, outcome: Outcome, latency_s: float, error: BaseException | None = None
+    ) -> None:
+        self.requests += 1
+        self.last_request_at = time.time()
+        ok = outcome == "success"
+        if ok:
+            self.successes += 1
+        else:
+            self.failures += 1
+            if outcome == "timeout":
+                self.timeouts += 1
+            if error is not None:
+                self.last_error = redact(f"{type(error).__name__}: {error}")[:300]
+        if latency_s >= self.slow_call_s:
+            self.slow_calls += 1
+        self._latency_min = min(self._latency_min, latency_s)
+        self._latency_max = max(self._latency_max, latency_s)
+        self._latency_sum += latency_s
+        self._latencies.append(latency_s)
+        self._recent.append((time.monotonic(), ok))
+
+    def record_connection(self, *, reused: bool) -> None:
+        if reused:
+            self.connections_reused += 1
+        else:
+            self.connections_opened += 1
+
+    def window_success_rate(self) -> float | None:
+        """Success rate over the rolling window; None when the window saw no call."""
+        horizon = time.monotonic() - self.window_s
+        while self._recent and self._recent[0][0] < horizon:
+            self._recent.popleft()
+        if not self._recent:
+            return None
+        return sum(ok for _, ok in self._recent) / len(self._recent)
+
+    def health(self, *, breaker_open: bool = False) -> Health:
+        if breaker_open:
+            return "FAILED"
+        rate = self.window_success_rate()
+        if rate is None:
+            # idle: judged by nothing recent; UNKNOWN only before any traffic at all
+            return "UNKNOWN" if self.requests == 0 else "HEALTHY"
+        if rate >= HEALTHY_AT:
+            return "HEALTHY"
+        if rate >= DEGRADED_AT:
+            return "DEGRADED"
+        return "FAILED"
+
+    def latency_ms(self) -> dict[str, float] | None:
+        if not self._latencies:
+            return None
+        ordered = sorted(self._latencies)
+        p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+        return {
+            "min": round(self._latency_min * 1000, 1),
+            "avg": round(self._latency_sum / self.requests * 1000, 1),
+            "max": round(self._latency_max * 1000, 1),
+            "p95": round(p95 * 1000, 1),
+        }
+
+    def snapshot(self) -> dict[str, object]:
+        rate = self.successes / self.requests if self.requests else None
+        return {
+            "requests": self.requests,
+            "successes": self.successes,
+            "failures": self.failures,
+            "timeouts": self.timeouts,
+            "slow_calls": self.slow_calls,
+            "success_rate": None if rate is None else round(rate, 3),
+            "latency_ms": self.latency_ms(),
+            "connections": {
+                "opened": self.connections_opened,
+                "reused": self.connections_reused,
+            },
+            "last_request_at": _iso(self.last_request_at),
+            "last_error": self.last_error,
+        }
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

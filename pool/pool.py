@@ -1,0 +1,319 @@
+"""ConnectionPool: the clients one event loop needs, created once and shared.
+
+A client belongs to the event loop that created it (an aiohttp session or an httpx
+connection pool cannot be used from another loop), so there is one pool per running
+loop: one per job process with livekit's process executor, one per job thread with its
+thread executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import weakref
+from typing import Any, Literal, TypeVar, cast
+
+import aiohttp
+import httpx2
+from openai import AsyncOpenAI, OpenAI
+
+from .errors import PoolClosedError, UnknownResourceError, WrongLoopError
+from .health import HealthLoop
+from .meter import Meter
+from .metrics import ResourceMetrics
+from .redact import redact
+from .resilience import CircuitBreaker
+from .resources import ResourceSpec, http_spec, openai_limits, openai_spec, openai_timeout
+from .settings import Settings
+from .transport import MeteredSyncTransport
+
+logger = logging.getLogger("pool")
+
+T = TypeVar("T")
+PoolState = Literal["open", "closed"]
+
+
+class _Slot:
+    """One registered resource: its spec, meter and (once created) its client."""
+
+    def __init__(self, spec: ResourceSpec[Any], settings: Settings) -> None:
+        self.spec = spec
+        self.meter = Meter(
+            ResourceMetrics(
+                spec.name, window_s=settings.health_window_s, slow_call_s=settings.slow_call_s
+            ),
+            CircuitBreaker(
+                spec.name,
+                failure_threshold=settings.breaker_failure_threshold,
+                reset_timeout_s=settings.breaker_reset_s,
+            ),
+        )
+        self.client: Any = None
+        self.created_at: float | None = None
+        self.lock = asyncio.Lock()
+        self.rebuilds = 0
+
+    def usable(self) -> bool:
+        return self.client is not None and not self.spec.is_closed(self.client)
+
+
+class ConnectionPool:
+    """Lazily created, cached clients for one event loop, with metrics and health."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.created_at = time.time()
+        self._state: PoolState = "open"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: dict[str, _Slot] = {}
+        self._opened: list[str] = []  # creation order, for closing in reverse
+        self._sync_openai: OpenAI | None = None
+        self._sync_lock = threading.Lock()
+        self._health = HealthLoop(self)
+        self.openai_spec = openai_spec(settings)
+        self.http_spec = http_spec(settings)
+        self.register(self.openai_spec)
+        self.register(self.http_spec)
+
+    # -- clients ---------------------------------------------------------------------
+
+    def register(self, spec: ResourceSpec[Any]) -> None:
+        """Make a kind of client known to the pool, so warm(), stats() and aclose() cover it."""
+        if spec.name not in self._slots:
+            self._slots[spec.name] = _Slot(spec, self.settings)
+
+    async def acquire(self, spec: ResourceSpec[T]) -> T:
+        """The cached client for ``spec``, created on first use or after it broke."""
+        self._check_usable()
+        self.register(spec)
+        slot = self._slots[spec.name]
+        if slot.usable():
+            return cast(T, slot.client)
+        async with slot.lock:  # concurrent first callers share one creation
+            self._check_usable()
+            if slot.usable():
+                return cast(T, slot.client)
+            if slot.client is not None:
+                logger.warning("%s client was closed underneath the pool; rebuilding", spec.name)
+                await self._drop(slot)
+                slot.rebuilds += 1
+            slot.client = await spec.open(slot.meter)
+            slot.created_at = time.time()
+            self._opened.append(spec.name)
+            return cast(T, slot.client)
+
+    async def openai(self) -> AsyncOpenAI:
+        return await self.acquire(self.openai_spec)
+
+    async def http(self) -> aiohttp.ClientSession:
+        return await self.acquire(self.http_spec)
+
+    def openai_sync(self) -> OpenAI:
+        """A synchronous client for code that cannot await; metered like the async one."""
+        if self._state == "closed":
+            raise PoolClosedError("The connection pool is closed.")
+        with self._sync_lock:
+            if self._sync_openai is None:
+                meter = self._slots["openai"].meter
+                transport = MeteredSyncTransport(
+                    httpx2.HTTPTransport(limits=openai_limits(self.settings)), meter
+                )
+                self._sync_openai = OpenAI(
+                    api_key=self.settings.openai_api_key or "no-key-local-server",
+                    base_url=self.settings.openai_base_url,
+                    max_retries=0,
+                    http_client=httpx2.Client(
+                        transport=transport,
+                        timeout=openai_timeout(self.settings),
+                        follow_redirects=True,
+                    ),
+                )
+            return self._sync_openai
+
+    def meter(self, name: str) -> Meter:
+        try:
+            return self._slots[name].meter
+        except KeyError:
+            raise UnknownResourceError(f"No resource named {name!r} is registered.") from None
+
+    @property
+    def resource_names(self) -> list[str]:
+        return list(self._slots)
+
+    def client_if_open(self, name: str) -> Any:
+        slot = self._slots.get(name)
+        return slot.client if slot is not None and slot.usable() else None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def warm(self) -> dict[str, str]:
+        """Open and probe every registered resource, so the first turn finds them ready.
+
+        Never raises: a resource that fails to warm is reported and retried lazily.
+        """
+        self._check_usable()
+        self._health.start()
+
+        async def warm_one(slot: _Slot) -> str:
+            started = time.perf_counter()
+            try:
+                await self.probe(slot.spec.name)
+            except Exception as exc:
+                logger.warning("could not warm %s: %s", slot.spec.name, redact(str(exc)))
+                return f"failed: {redact(type(exc).__name__)}"
+            return f"ok in {(time.perf_counter() - started) * 1000:.0f} ms"
+
+        slots = list(self._slots.values())
+        results = await asyncio.gather(*(warm_one(slot) for slot in slots))
+        return {slot.spec.name: result for slot, result in zip(slots, results, strict=True)}
+
+    async def probe(self, name: str) -> None:
+        """Open the client if needed and make one cheap real request through it."""
+        slot = self._slots[name]
+        client = await self.acquire(slot.spec)
+        if slot.spec.probe is None:
+            return
+        timeout = self.settings.openai_connect_timeout_s * 2
+        if slot.spec.meters_itself:
+            await asyncio.wait_for(slot.spec.probe(client), timeout)
+        else:
+            async with slot.meter.guard():
+                await asyncio.wait_for(slot.spec.probe(client), timeout)
+
+    async def heal(self, name: str) -> bool:
+        """Close and forget a broken client; the next acquire() builds a new one."""
+        slot = self._slots.get(name)
+        if slot is None or slot.client is None:
+            return False
+        async with slot.lock:
+            await self._drop(slot)
+            slot.rebuilds += 1
+        logger.info("dropped the %s client; the next call builds a new one", name)
+        return True
+
+    async def cleanup(self) -> dict[str, list[str]]:
+        """Drop broken clients, close idle ones and reset open breakers."""
+        self._check_usable()
+        report: dict[str, list[str]] = {
+            "dropped_broken": [],
+            "closed_idle": [],
+            "breakers_reset": [],
+        }
+        now = time.time()
+        for name, slot in self._slots.items():
+            if slot.client is not None and not slot.usable():
+                await self.heal(name)
+                report["dropped_broken"].append(name)
+            elif slot.client is not None:
+                last = slot.meter.metrics.last_request_at or slot.created_at or now
+                # past keep-alive the server has likely dropped the sockets anyway
+                if now - last > self.settings.http_keepalive_s:
+                    await self.heal(name)
+                    report["closed_idle"].append(name)
+            if slot.meter.breaker.state != "closed":
+                slot.meter.breaker.reset()
+                report["breakers_reset"].append(name)
+        return report
+
+    async def aclose(self) -> None:
+        """Close every client, newest first. Safe to call more than once."""
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        await self._health.stop()
+        for name in reversed(self._opened):
+            slot = self._slots[name]
+            if slot.client is not None:
+                await self._drop(slot)
+        self._opened.clear()
+        if self._sync_openai is not None:
+            self._sync_openai.close()
+            self._sync_openai = None
+        _forget(self)
+
+    async def __aenter__(self) -> ConnectionPool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- reporting ---------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """A JSON-safe snapshot: per resource its counters, latency, health and breaker."""
+        resources: dict[str, Any] = {}
+        for name, slot in self._slots.items():
+            breaker = slot.meter.breaker.state
+            entry: dict[str, Any] = {
+                "client": "open" if slot.usable() else ("broken" if slot.client else "not created"),
+                "created_at": _iso(slot.created_at),
+                "health": slot.meter.metrics.health(breaker_open=breaker == "open"),
+                "breaker": breaker,
+                "rebuilds": slot.rebuilds,
+            }
+            entry.update(slot.meter.metrics.snapshot())
+            resources[name] = entry
+        return {
+            "state": self._state,
+            "created_at": _iso(self.created_at),
+            "uptime_s": round(time.time() - self.created_at, 1),
+            "resources": resources,
+        }
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._state == "closed":
+            raise PoolClosedError("The connection pool is closed.")
+        running = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = running
+        elif self._loop is not running:
+            raise WrongLoopError(
+                "This pool's clients belong to another event loop; use get_pool() in this loop."
+            )
+
+    async def _drop(self, slot: _Slot) -> None:
+        client, slot.client, slot.created_at = slot.client, None, None
+        if slot.spec.name in self._opened:
+            self._opened.remove(slot.spec.name)
+        try:
+            await slot.spec.close(client)
+        except Exception as exc:  # a broken client may fail to close; it is gone either way
+            logger.debug("closing %s failed: %s", slot.spec.name, redact(str(exc)))
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+# -- one pool per event loop ---------------------------------------------------------------
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ConnectionPool] = (
+    weakref.WeakKeyDictionary()
+)
+_pools_lock = threading.Lock()
+
+
+def get_pool(settings: Settings | None = None) -> ConnectionPool:
+    """The pool of the running event loop, created on first use.
+
+    ``settings`` are used only when this call creates the pool.
+    """
+    loop = asyncio.get_running_loop()
+    with _pools_lock:
+        pool = _pools.get(loop)
+        if pool is None:
+            pool = ConnectionPool(settings or Settings.from_env())
+            pool._loop = loop
+            _pools[loop] = pool
+        return pool
+
+
+def _forget(pool: ConnectionPool) -> None:
+    with _pools_lock:
+        for loop, known in list(_pools.items()):
+            if known is pool:
+                del _pools[loop]

@@ -1,0 +1,112 @@
+"""What the pool knows about a kind of client: how to open, probe and close it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import aiohttp
+import httpx2
+import openai
+
+from .meter import Meter
+from .settings import Settings
+from .transport import MeteredAsyncTransport, aiohttp_trace_config
+
+T = TypeVar("T")
+
+# a local OpenAI-compatible server takes any key, but the SDK refuses to start without one
+_PLACEHOLDER_KEY = "no-key-local-server"
+
+
+def _never_closed(client: object) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class ResourceSpec(Generic[T]):
+    """A named kind of client. ``open`` runs inside the pool's event loop."""
+
+    name: str
+    open: Callable[[Meter], Awaitable[T]]
+    close: Callable[[T], Awaitable[None]]
+    probe: Callable[[T], Awaitable[object]] | None = None
+    is_closed: Callable[[T], bool] = _never_closed
+    # the client's own transport meters its requests, the probe included
+    meters_itself: bool = False
+
+
+def openai_timeout(settings: Settings) -> httpx2.Timeout:
+    return httpx2.Timeout(settings.openai_read_timeout_s, connect=settings.openai_connect_timeout_s)
+
+
+def openai_limits(settings: Settings) -> httpx2.Limits:
+    return httpx2.Limits(
+        max_connections=settings.openai_max_connections,
+        max_keepalive_connections=settings.openai_max_connections,
+        keepalive_expiry=settings.openai_keepalive_s,
+    )
+
+
+def openai_spec(
+    settings: Settings,
+    *,
+    name: str = "openai",
+    base_url: str | None = None,
+    api_key: str | None = None,
+) -> ResourceSpec[openai.AsyncOpenAI]:
+    """An ``AsyncOpenAI`` client whose every request goes through the resource's meter."""
+
+    async def open_client(meter: Meter) -> openai.AsyncOpenAI:
+        transport = MeteredAsyncTransport(
+            # over TLS, HTTP/2 lets concurrent calls (LLM, TTS, prewarms) share one connection
+            httpx2.AsyncHTTPTransport(limits=openai_limits(settings), http2=True),
+            meter,
+        )
+        return openai.AsyncOpenAI(
+            api_key=api_key or settings.openai_api_key or _PLACEHOLDER_KEY,
+            base_url=base_url or settings.openai_base_url,
+            # one retry layer per call: livekit's APIConnectOptions, or our RetryPolicy
+            max_retries=0,
+            http_client=httpx2.AsyncClient(
+                transport=transport, timeout=openai_timeout(settings), follow_redirects=True
+            ),
+        )
+
+    async def close(client: openai.AsyncOpenAI) -> None:
+        await client.close()
+
+    async def probe(client: openai.AsyncOpenAI) -> object:
+        # token-free, and opens the connection a first turn will reuse
+        return await client.models.list()
+
+    return ResourceSpec(
+        name=name,
+        open=open_client,
+        close=close,
+        probe=probe,
+        is_closed=lambda c: c.is_closed(),
+        meters_itself=True,
+    )
+
+
+def http_spec(settings: Settings) -> ResourceSpec[aiohttp.ClientSession]:
+    async def open_session(meter: Meter) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=settings.http_max_connections,
+            limit_per_host=settings.http_max_per_host,
+            # aiohttp's default keep-alive is 15 s: shorter than the gap between turns
+            keepalive_timeout=settings.http_keepalive_s,
+            ttl_dns_cache=settings.http_dns_cache_s,
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=settings.call_deadline_s, connect=5.0),
+            trace_configs=[aiohttp_trace_config(meter)],
+        )
+
+    async def close(session: aiohttp.ClientSession) -> None:
+        await session.close()
+
+    return ResourceSpec(name="http", open=open_session, close=close, is_closed=lambda s: s.closed)

@@ -1,0 +1,217 @@
+"""Settings read once from the environment (and `.env`), frozen afterwards.
+
+Secrets are fields with ``repr=False`` and are registered for redaction, so printing
+a ``Settings`` or logging an error that quotes one never shows them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Literal, TypeVar, cast, get_args
+
+from .errors import ConfigError
+from .redact import redact, register_secrets
+
+MemoryBackend = Literal["sqlite", "postgres", "supabase"]
+RetryStrategy = Literal["exponential", "linear", "fixed", "none"]
+JitterMode = Literal["full", "proportional", "none"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    # OpenAI-compatible endpoint used by the LLM, STT and TTS plugins
+    openai_api_key: str = field(default="", repr=False)
+    openai_base_url: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    stt_model: str = "gpt-4o-mini-transcribe"
+    tts_model: str = "gpt-4o-mini-tts"
+    tts_voice: str = "ash"
+    # per attempt; the SDK's own default read timeout is 600 s, useless for a voice turn
+    openai_connect_timeout_s: float = 5.0
+    openai_read_timeout_s: float = 15.0
+    openai_max_connections: int = 50
+    openai_keepalive_s: float = 60.0
+
+    # the aiohttp session shared by plugins and tools
+    http_max_connections: int = 100
+    http_max_per_host: int = 30
+    http_keepalive_s: float = 60.0
+    http_dns_cache_s: int = 300
+
+    # memory
+    memory_backend: MemoryBackend = "sqlite"
+    memory_sqlite_path: str = "data/memory.db"
+    database_url: str | None = field(default=None, repr=False)
+    # 0 for Supabase's transaction-mode pooler (port 6543), which breaks prepared statements
+    pg_statement_cache_size: int = 100
+    supabase_url: str | None = None
+    supabase_key: str | None = field(default=None, repr=False)
+    memory_outbox_path: str = "data/outbox.db"
+    memory_recall_budget_ms: float = 150.0
+    memory_ops_per_second: float = 200.0
+    memory_max_in_flight: int = 16
+
+    user_id: str = "console-user"
+    redis_url: str | None = field(default=None, repr=False)
+    greeting_ttl_s: float = 300.0
+    greeting_cache_size: int = 100
+
+    # resilience
+    retry_strategy: RetryStrategy = "exponential"
+    retry_max_attempts: int = 3
+    retry_base_s: float = 1.0
+    retry_max_delay_s: float = 60.0
+    retry_jitter: JitterMode = "full"
+    retry_budget_ratio: float = 0.1
+    call_deadline_s: float = 8.0
+    breaker_failure_threshold: int = 5
+    breaker_reset_s: float = 300.0
+    slow_call_s: float = 2.0
+    health_window_s: float = 300.0
+    health_tick_s: float = 60.0
+    health_probe_s: float = 300.0
+    llm_ttft_deadline_s: float = 1.5
+    llm_providers: str = ""
+
+    prometheus_port: int | None = None
+
+    def __post_init__(self) -> None:
+        # however a Settings is made, its secrets are masked from then on
+        register_secrets(self.secrets)
+
+    def require_openai(self) -> None:
+        """Refuse to start a conversation with no way to reach a model."""
+        if not self.openai_api_key and not self.openai_base_url:
+            raise ConfigError(
+                "Set OPENAI_API_KEY (or OPENAI_BASE_URL for a local OpenAI-compatible "
+                "server) in the environment or in .env."
+            )
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        values = (self.openai_api_key, self.supabase_key, self.database_url, self.redis_url)
+        return tuple(v for v in values if v)
+
+    def public(self) -> dict[str, object]:
+        """The settings as a dict with every secret left out or redacted."""
+        return {
+            f.name: redact(str(v)) if isinstance(v, str) else v
+            for f in fields(self)
+            if f.repr and (v := getattr(self, f.name)) is not None
+        }
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        reader = _Reader(env)
+        settings = cls(
+            openai_api_key=reader.text("OPENAI_API_KEY", ""),
+            openai_base_url=reader.optional("OPENAI_BASE_URL"),
+            llm_model=reader.text("LLM_MODEL", cls.llm_model),
+            stt_model=reader.text("STT_MODEL", cls.stt_model),
+            tts_model=reader.text("TTS_MODEL", cls.tts_model),
+            tts_voice=reader.text("TTS_VOICE", cls.tts_voice),
+            openai_connect_timeout_s=reader.positive("OPENAI_CONNECT_TIMEOUT_S", float, 5.0),
+            openai_read_timeout_s=reader.positive("OPENAI_READ_TIMEOUT_S", float, 15.0),
+            openai_max_connections=reader.positive("OPENAI_MAX_CONNECTIONS", int, 50),
+            openai_keepalive_s=reader.positive("OPENAI_KEEPALIVE_S", float, 60.0),
+            http_max_connections=reader.positive("HTTP_MAX_CONNECTIONS", int, 100),
+            http_max_per_host=reader.positive("HTTP_MAX_PER_HOST", int, 30),
+            http_keepalive_s=reader.positive("HTTP_KEEPALIVE_S", float, 60.0),
+            http_dns_cache_s=reader.positive("HTTP_DNS_CACHE_S", int, 300),
+            memory_backend=reader.choice("MEMORY_BACKEND", MemoryBackend, "sqlite"),
+            memory_sqlite_path=reader.text("MEMORY_SQLITE_PATH", cls.memory_sqlite_path),
+            database_url=reader.optional("DATABASE_URL"),
+            pg_statement_cache_size=reader.non_negative("PG_STATEMENT_CACHE_SIZE", int, 100),
+            supabase_url=reader.optional("SUPABASE_URL"),
+            supabase_key=reader.optional("SUPABASE_SERVICE_ROLE_KEY")
+            or reader.optional("SUPABASE_ANON_KEY"),
+            memory_outbox_path=reader.text("MEMORY_OUTBOX_PATH", cls.memory_outbox_path),
+            memory_recall_budget_ms=reader.positive("MEMORY_RECALL_BUDGET_MS", float, 150.0),
+            memory_ops_per_second=reader.positive("MEMORY_OPS_PER_SECOND", float, 200.0),
+            memory_max_in_flight=reader.positive("MEMORY_MAX_IN_FLIGHT", int, 16),
+            user_id=reader.text("USER_ID", cls.user_id),
+            redis_url=reader.optional("REDIS_URL"),
+            greeting_ttl_s=reader.positive("GREETING_TTL_S", float, 300.0),
+            greeting_cache_size=reader.positive("GREETING_CACHE_SIZE", int, 100),
+            retry_strategy=reader.choice("RETRY_STRATEGY", RetryStrategy, "exponential"),
+            retry_max_attempts=reader.positive("RETRY_MAX_ATTEMPTS", int, 3),
+            retry_base_s=reader.positive("RETRY_BASE_S", float, 1.0),
+            retry_max_delay_s=reader.positive("RETRY_MAX_DELAY_S", float, 60.0),
+            retry_jitter=reader.choice("RETRY_JITTER", JitterMode, "full"),
+            retry_budget_ratio=reader.non_negative("RETRY_BUDGET_RATIO", float, 0.1),
+            call_deadline_s=reader.positive("CALL_DEADLINE_S", float, 8.0),
+            breaker_failure_threshold=reader.positive("BREAKER_FAILURE_THRESHOLD", int, 5),
+            breaker_reset_s=reader.positive("BREAKER_RESET_S", float, 300.0),
+            slow_call_s=reader.positive("SLOW_CALL_S", float, 2.0),
+            health_window_s=reader.positive("HEALTH_WINDOW_S", float, 300.0),
+            health_tick_s=reader.positive("HEALTH_TICK_S", float, 60.0),
+            health_probe_s=reader.positive("HEALTH_PROBE_S", float, 300.0),
+            llm_ttft_deadline_s=reader.positive("LLM_TTFT_DEADLINE_S", float, 1.5),
+            llm_providers=reader.text("LLM_PROVIDERS", ""),
+            prometheus_port=reader.optional_port("PROMETHEUS_PORT"),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.memory_backend == "postgres" and not self.database_url:
+            raise ConfigError("MEMORY_BACKEND=postgres needs DATABASE_URL.")
+        if self.memory_backend == "supabase" and not (self.supabase_url and self.supabase_key):
+            raise ConfigError(
+                "MEMORY_BACKEND=supabase needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY "
+                "(or SUPABASE_ANON_KEY)."
+            )
+        if self.http_max_per_host > self.http_max_connections:
+            raise ConfigError("HTTP_MAX_PER_HOST cannot be larger than HTTP_MAX_CONNECTIONS.")
+
+
+class _Reader:
+    """Parses one variable at a time, naming the variable in every error."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def optional(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def text(self, name: str, default: str) -> str:
+        return self.optional(name) or default
+
+    def _number(self, name: str, kind: Callable[[str], T], default: T) -> T:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}.") from None
+
+    def positive(self, name: str, kind: Callable[[str], T], default: T) -> T:
+        value = self._number(name, kind, default)
+        if not cast(float, value) > 0:
+            raise ConfigError(f"{name} must be greater than 0, got {value}.")
+        return value
+
+    def non_negative(self, name: str, kind: Callable[[str], T], default: T) -> T:
+        value = self._number(name, kind, default)
+        if cast(float, value) < 0:
+            raise ConfigError(f"{name} cannot be negative, got {value}.")
+        return value
+
+    def optional_port(self, name: str) -> int | None:
+        if self.optional(name) is None:
+            return None
+        return self.positive(name, int, 0)
+
+    def choice(self, name: str, options: object, default: str) -> T:  # type: ignore[type-var]
+        allowed = get_args(options)
+        value = (self.optional(name) or default).lower()
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
+        return cast(T, value)

@@ -1,0 +1,81 @@
+"""The terminal conversation a user gets from `make run`, driven through a real pty."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from tests.conftest import SECRET_MARKER
+from tests.support.openai_server import OpenAIServer, Rule
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def agent_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(
+            ("OPENAI_", "LIVEKIT_", "MEMORY_", "DATABASE_", "SUPABASE_", "REDIS_")
+        )
+    }
+    env.update(
+        MEMORY_SQLITE_PATH=str(tmp_path / "memory.db"),
+        MEMORY_OUTBOX_PATH=str(tmp_path / "outbox.db"),
+        **extra,
+    )
+    return env
+
+
+def test_console_text_conversation(server: OpenAIServer, tmp_path: Path) -> None:
+    server.script(
+        Rule(text="Nice to meet you, Ada.", when=lambda body: "my name is Ada" in str(body))
+    )
+    env = agent_env(tmp_path, OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY=SECRET_MARKER)
+    child = pexpect.spawn(
+        sys.executable,
+        [str(ROOT / "agent.py"), "console", "--text"],
+        cwd=tmp_path,
+        env=env,
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(40, 160),
+    )
+    transcript: list[str] = []
+    try:
+        child.expect("Type to talk", timeout=90)
+        transcript.append(child.before)
+        child.send("my name is Ada\r")
+        child.expect("Nice to meet you, Ada", timeout=60)
+        transcript.append(child.before)
+        child.sendcontrol("c")
+        child.expect(pexpect.EOF, timeout=60)
+        transcript.append(child.before)
+    finally:
+        child.close(force=True)
+
+    assert SECRET_MARKER not in "".join(transcript)
+    assert server.count("/chat/completions") >= 1
+
+
+def test_missing_openai_settings_fail_fast_with_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "agent.py"), "console", "--text"],
+        cwd=tmp_path,  # no .env there
+        env=agent_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "OPENAI_API_KEY" in lines[0] and ".env" in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout

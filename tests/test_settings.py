@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import pytest
+
+from pool import ConfigError, Settings, redact
+
+
+def test_defaults_match_the_documented_ones() -> None:
+    settings = Settings.from_env({"OPENAI_API_KEY": "sk-abcdefgh12345"})
+    assert settings.llm_model == "gpt-4o-mini"
+    assert (settings.http_max_connections, settings.http_max_per_host) == (100, 30)
+    assert (settings.http_keepalive_s, settings.http_dns_cache_s) == (60.0, 300)
+    assert settings.memory_backend == "sqlite"
+    assert settings.user_id == "console-user"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"HTTP_MAX_CONNECTIONS": "many"}, "HTTP_MAX_CONNECTIONS must be a number"),
+        ({"HTTP_MAX_PER_HOST": "0"}, "HTTP_MAX_PER_HOST must be greater than 0"),
+        ({"MEMORY_BACKEND": "mongo"}, "MEMORY_BACKEND must be one of sqlite, postgres, supabase"),
+        ({"MEMORY_BACKEND": "postgres"}, "MEMORY_BACKEND=postgres needs DATABASE_URL"),
+        ({"MEMORY_BACKEND": "supabase"}, "needs SUPABASE_URL"),
+        ({"HTTP_MAX_PER_HOST": "200"}, "cannot be larger than HTTP_MAX_CONNECTIONS"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_no_endpoint_is_refused_with_the_variable_and_env_file_named() -> None:
+    with pytest.raises(ConfigError, match=r"OPENAI_API_KEY .*\.env"):
+        Settings.from_env({}).require_openai()
+    Settings.from_env({"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}).require_openai()
+
+
+def test_secrets_never_show_in_repr_public_view_or_redacted_text() -> None:
+    settings = Settings.from_env(
+        {
+            "OPENAI_API_KEY": "sk-live-abcdef123456",
+            "DATABASE_URL": "postgresql://app:pa55word-xyz@db:5432/mem",
+            "SUPABASE_URL": "https://x.supabase.co",
+            "SUPABASE_SERVICE_ROLE_KEY": "service-role-key-0987654321",
+        }
+    )
+    shown = repr(settings) + str(settings.public())
+    for secret in ("sk-live-abcdef123456", "pa55word-xyz", "service-role-key-0987654321"):
+        assert secret not in shown
+        assert secret not in redact(f"error talking to {secret}")
+    assert redact("redis://:topsecretpw@cache:6379/0") == "redis://:***@cache:6379/0"
+    assert redact("Authorization: Bearer abcdefghijklmnop") == "Authorization: Bearer ***"

@@ -1,0 +1,1 @@
+"""What the agent does through the pool: memory, greetings, parallel calls, pool tools."""
