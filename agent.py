@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Sequence
+from typing import Literal
 
 from dotenv import find_dotenv, load_dotenv
 from livekit.agents import (
@@ -27,23 +29,93 @@ from livekit.plugins import openai as openai_plugin
 from livekit.plugins import silero
 
 from pool import ConfigError, ConnectionPool, Settings, get_pool, install_log_redaction
+from tools.memory import Memory, MemoryService
+from tools.memory_tools import (
+    forget_memory,
+    memory_block,
+    recall_memory,
+    recall_within_budget,
+    save_memory,
+)
 from tools.pool_tools import cleanup_report, stats_report
 from tools.session import SessionData
+from tools.stores import memory_spec, open_memory_service
 
 logger = logging.getLogger("agent")
 
 INSTRUCTIONS = """You are a friendly voice assistant who remembers the people you talk to.
 Keep answers short and speakable: no lists, markdown, emojis or symbols.
+When the user tells you something worth remembering about themselves (their name, what they
+like, what they are working on), save it with saveMemory. Use recallMemory when you need
+something you may have been told before, and forgetMemory when they ask you to forget.
 When asked how your connections or resources are doing, call getConnectionPoolStats and
 summarise it in a sentence or two. When asked to clean up or reset connections, call
 cleanupConnectionPool."""
 
+CategoryName = Literal["FACT", "PREFERENCE", "CONTEXT"]
+
 
 class Assistant(Agent):
     def __init__(
-        self, *, instructions: str = INSTRUCTIONS, chat_ctx: llm.ChatContext | None = None
+        self, *, memories: Sequence[Memory] = (), instructions: str = INSTRUCTIONS
     ) -> None:
+        chat_ctx = llm.ChatContext()
+        if memories:
+            chat_ctx.add_message(role="system", content=memory_block(memories))
         super().__init__(instructions=instructions, chat_ctx=chat_ctx)
+
+    async def add_memories(self, memories: Sequence[Memory]) -> None:
+        """Memories that arrived after the session started join the conversation."""
+        if memories:
+            chat_ctx = self.chat_ctx.copy()
+            chat_ctx.add_message(role="system", content=memory_block(memories))
+            await self.update_chat_ctx(chat_ctx)
+
+    @function_tool(name="saveMemory")
+    async def save_memory(
+        self, context: RunContext[SessionData], category: CategoryName, key: str, value: str
+    ) -> str:
+        """Remember something about the user for future conversations. Saving the same
+        category and key again replaces the old value.
+
+        Args:
+            category: FACT for facts about the user (name, job, family), PREFERENCE for likes
+                and dislikes, CONTEXT for what they are currently doing or planning.
+            key: A short lowercase name for the memory, like "name" or "favorite_food".
+            value: What to remember, in a few words.
+        """
+        data = context.userdata
+        return await save_memory(_memory(data), data.user_id, category, key, value)
+
+    @function_tool(name="recallMemory")
+    async def recall_memory(
+        self,
+        context: RunContext[SessionData],
+        category: CategoryName | None = None,
+        key: str | None = None,
+    ) -> str:
+        """Look up what you remember about the user: one memory by key, every memory of a
+        category, or everything when neither is given.
+
+        Args:
+            category: Only memories of this category (FACT, PREFERENCE or CONTEXT).
+            key: Only the memory with this key, like "name".
+        """
+        data = context.userdata
+        return await recall_memory(_memory(data), data.user_id, category, key)
+
+    @function_tool(name="forgetMemory")
+    async def forget_memory(
+        self, context: RunContext[SessionData], category: CategoryName, key: str
+    ) -> str:
+        """Forget one thing you remembered about the user, when they ask you to.
+
+        Args:
+            category: The memory's category (FACT, PREFERENCE or CONTEXT).
+            key: The memory's key, like "name".
+        """
+        data = context.userdata
+        return await forget_memory(_memory(data), data.user_id, category, key)
 
     @function_tool(name="getConnectionPoolStats")
     async def get_connection_pool_stats(self, context: RunContext[SessionData]) -> str:
@@ -57,6 +129,12 @@ class Assistant(Agent):
         """Close idle or broken connections and reset any tripped circuit breaker, so the next
         request starts fresh. Use when the user asks to clean up or reset connections."""
         return await cleanup_report(context.userdata.pool)
+
+
+def _memory(data: SessionData) -> MemoryService:
+    if data.memory is None:
+        raise RuntimeError("This session was started without a memory service.")
+    return data.memory
 
 
 async def build_session(
@@ -85,6 +163,27 @@ async def build_session(
     )
 
 
+async def prepare_assistant(memory: MemoryService, user_id: str) -> Assistant:
+    """An Assistant that knows the user's memories, if the store answers within budget;
+    otherwise it starts without them and adds them when they arrive."""
+    budget_s = memory.pool.settings.memory_recall_budget_ms / 1000
+    memories, late = await recall_within_budget(memory, user_id, budget_s)
+    assistant = Assistant(memories=memories or ())
+    if memories is None:
+
+        def arrive(task: asyncio.Task[list[Memory]]) -> None:
+            if not task.cancelled() and task.exception() is None:
+                pending = asyncio.create_task(assistant.add_memories(task.result()))
+                _background.add(pending)
+                pending.add_done_callback(_background.discard)
+
+        late.add_done_callback(arrive)
+    return assistant
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
 def prewarm(proc: JobProcess) -> None:
     """Runs once per job process, before its event loop exists: no network here."""
     proc.userdata["settings"] = Settings.from_env()
@@ -98,22 +197,28 @@ server = AgentServer(setup_fnc=prewarm)
 async def entrypoint(ctx: JobContext) -> None:
     settings: Settings = ctx.proc.userdata.get("settings") or Settings.from_env()
     pool = get_pool(settings)
+    pool.register(memory_spec(settings))
     # the first user turn should find every connection open: warm while the room connects
     warming = asyncio.create_task(pool.warm(), name="pool-warm")
+    memory = await open_memory_service(pool)
 
-    async def close_pool() -> None:
+    async def shut_down() -> None:
+        left = await memory.aclose(deadline_s=5.0)
+        if left:
+            logger.warning("%d memory writes will be replayed at the next start", left)
         warming.cancel()
         await asyncio.gather(warming, return_exceptions=True)
         await pool.aclose()
 
-    ctx.add_shutdown_callback(close_pool)
+    ctx.add_shutdown_callback(shut_down)
 
     await ctx.connect()
     user_id = settings.user_id if ctx.is_fake_job() else (await ctx.wait_for_participant()).identity
 
-    userdata = SessionData(pool=pool, settings=settings, user_id=user_id)
+    assistant = await prepare_assistant(memory, user_id)
+    userdata = SessionData(pool=pool, settings=settings, user_id=user_id, memory=memory)
     session = await build_session(pool, userdata, ctx.proc.userdata.get("vad"))
-    await session.start(agent=Assistant(), room=ctx.room)
+    await session.start(agent=assistant, room=ctx.room)
 
 
 def main(argv: list[str]) -> int:

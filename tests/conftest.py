@@ -58,3 +58,100 @@ async def pool(settings: Settings) -> AsyncIterator[ConnectionPool]:
     pool = get_pool(settings)
     yield pool
     await pool.aclose()
+
+
+# -- memory backends ----------------------------------------------------------------------
+
+PG_ADMIN_DSN = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+SUPABASE_TEST_KEY = "service-role-test-key-5b1e"
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> Iterator[str]:
+    """A throwaway database on the local PostgreSQL, with the migration applied by the store."""
+    import asyncio
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.parse import urlsplit, urlunsplit
+
+    import asyncpg
+
+    parts = urlsplit(PG_ADMIN_DSN)
+    require_service("PostgreSQL", parts.hostname or "127.0.0.1", parts.port or 5432)
+    name = f"agent_test_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    def run(sql: str) -> None:
+        # this fixture may be set up from inside a running test loop
+        with ThreadPoolExecutor(1) as executor:
+            executor.submit(asyncio.run, admin(sql)).result(60)
+
+    run(f'CREATE DATABASE "{name}"')
+    dsn = urlunsplit(parts._replace(path=f"/{name}"))
+    try:
+        with ThreadPoolExecutor(1) as executor:
+            executor.submit(asyncio.run, migrate(dsn)).result(60)
+        yield dsn
+    finally:
+        run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgrest_double() -> Iterator[object]:
+    from tests.support.postgrest_double import PostgrestDouble
+
+    double = PostgrestDouble(api_key=SUPABASE_TEST_KEY).start()
+    yield double
+    double.stop()
+
+
+async def migrate(dsn: str) -> None:
+    import asyncpg
+
+    from tools.stores.postgres import apply_migration
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await apply_migration(conn)
+    finally:
+        await conn.close()
+
+
+async def truncate(dsn: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        exists = await conn.fetchval("SELECT to_regclass('public.memories')")
+        if exists:
+            await conn.execute("TRUNCATE public.memories, public.memory_tombstones")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres", "supabase"])
+async def backend_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """Settings for each memory backend in turn, with an empty store."""
+    from dataclasses import replace
+
+    backend = request.param
+    if backend == "postgres":
+        dsn = request.getfixturevalue("pg_dsn")
+        await truncate(dsn)
+        return replace(settings, memory_backend="postgres", database_url=dsn)
+    if backend == "supabase":
+        double = request.getfixturevalue("postgrest_double")
+        double.reset()
+        return replace(
+            settings,
+            memory_backend="supabase",
+            supabase_url=double.url,
+            supabase_key=SUPABASE_TEST_KEY,
+        )
+    return settings

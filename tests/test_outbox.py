@@ -1,0 +1,154 @@
+"""Durability of background memory writes, on real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from pool import Settings, get_pool
+from tests.support.tcp_proxy import TcpProxy
+from tools.memory import Write
+from tools.stores import open_memory_service
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def clean_pg(pg_dsn: str) -> str:
+    from tests.conftest import truncate
+
+    with_thread(truncate(pg_dsn))
+    return pg_dsn
+
+
+def with_thread(coro) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as executor:
+        executor.submit(asyncio.run, coro).result(60)
+
+
+@pytest.fixture
+def pg_proxy() -> Iterator[TcpProxy]:
+    proxy = TcpProxy("127.0.0.1", 5432).start()
+    yield proxy
+    proxy.stop()
+
+
+def through(proxy: TcpProxy, dsn: str) -> str:
+    parts = urlsplit(dsn)
+    netloc = parts.netloc.rsplit("@", 1)[0] + f"@127.0.0.1:{proxy.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def rows(dsn: str, user_id: str) -> dict[str, str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        found = await conn.fetch("SELECT key, value FROM memories WHERE user_id = $1", user_id)
+    finally:
+        await conn.close()
+    return {r["key"]: r["value"] for r in found}
+
+
+async def test_a_database_outage_loses_none_of_1000_saves(
+    clean_pg: str, pg_proxy: TcpProxy, settings: Settings
+) -> None:
+    settings = replace(
+        settings,
+        memory_backend="postgres",
+        database_url=through(pg_proxy, clean_pg),
+        breaker_reset_s=0.3,
+    )
+    pool = get_pool(settings)
+    memory = await open_memory_service(pool)
+    assert memory.outbox is not None
+    try:
+        assert await memory.save("outage-user", "FACT", "before", "stored directly") == "saved"
+
+        pg_proxy.cut()
+        for i in range(1000):
+            stamp = time.time()
+            await memory.save_later([Write("outage-user", "FACT", f"k{i:04d}", f"v{i}", stamp)])
+        # a save the user waits on, during the outage: queued, not lost
+        assert await memory.save("outage-user", "FACT", "during", "queued") == "queued"
+        await asyncio.sleep(0.5)
+        assert await memory.outbox.pending() == 1001
+        assert await rows(clean_pg, "outage-user") == {"before": "stored directly"}
+
+        pg_proxy.restore()
+        deadline = time.monotonic() + 60
+        while await memory.outbox.pending() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    finally:
+        await memory.aclose()
+        await pool.aclose()
+
+    stored = await rows(clean_pg, "outage-user")
+    assert len(stored) == 1002
+    assert stored["k0999"] == "v999" and stored["during"] == "queued"
+    assert memory.outbox.failed_flushes > 0  # it really did fail while the database was away
+
+
+def test_sigkill_in_the_middle_of_flushing_loses_no_acknowledged_save(
+    clean_pg: str, tmp_path: Path
+) -> None:
+    # a slow link, so the kill lands while batches are still being flushed
+    proxy = TcpProxy("127.0.0.1", 5432, rtt_s=0.04).start()
+    outbox = str(tmp_path / "outbox.db")
+    command = [
+        sys.executable,
+        "-m",
+        "tests.support.outbox_writer",
+        through(proxy, clean_pg),
+        outbox,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    writer = subprocess.Popen(
+        [*command, "1000"], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert writer.stdout is not None
+        acked = 0
+        for line in writer.stdout:
+            if line.startswith("ACKED"):
+                acked = int(line.split()[1]) + 1
+            if acked == 1000:
+                break
+        deadline = time.monotonic() + 60
+        flushed = 0
+        while time.monotonic() < deadline:
+            flushed = len(asyncio.run(rows(clean_pg, "crash-user")))
+            if flushed >= 50:
+                break
+            time.sleep(0.05)
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(10)
+        assert 0 < flushed < 1000, "the kill should land in the middle of flushing"
+
+        replay = subprocess.run(
+            [*command, "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert "DRAINED" in replay.stdout, replay.stderr[-2000:]
+    finally:
+        writer.kill()
+        writer.wait(10)
+        if writer.stdout is not None:
+            writer.stdout.close()
+        proxy.stop()
+
+    stored = asyncio.run(rows(clean_pg, "crash-user"))
+    assert acked == 1000
+    assert len(stored) == 1000
+    assert stored["k0000"] == "value 0" and stored["k0999"] == "value 999"

@@ -1,0 +1,391 @@
+"""Long-term memory: the model, its validation, and the service the agent calls.
+
+A memory is ``(user_id, category, key, value, created_at, updated_at)``, unique on
+``(user_id, category, key)``. Every operation is scoped to one user id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from aiolimiter import AsyncLimiter
+
+from pool import CircuitOpenError, ConnectionPool, RetryPolicy, redact
+
+if TYPE_CHECKING:
+    from .outbox import Outbox
+
+logger = logging.getLogger("memory")
+
+Category = Literal["FACT", "PREFERENCE", "CONTEXT"]
+CATEGORIES: tuple[Category, ...] = ("FACT", "PREFERENCE", "CONTEXT")
+MAX_KEY_CHARS = 128
+MAX_VALUE_BYTES = 4096
+MAX_USER_ID_CHARS = 256
+MAX_BATCH = 500
+
+
+class MemoryError(Exception):
+    """Base class of the memory layer's errors."""
+
+
+class InvalidMemory(MemoryError, ValueError):
+    """The input was refused; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Memory:
+    user_id: str
+    category: Category
+    key: str
+    value: str
+    created_at: float
+    updated_at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"category": self.category, "key": self.key, "value": self.value}
+
+
+@dataclass(frozen=True)
+class Write:
+    """A save (``value`` set) or a delete (``value`` None), stamped when it was asked for.
+
+    The stamp orders writes: a write never replaces a value stamped later, so a replayed
+    old write cannot overwrite a newer one.
+    """
+
+    user_id: str
+    category: Category
+    key: str
+    value: str | None
+    written_at: float
+
+
+class MemoryStore(Protocol):
+    """A backend. Every method is scoped to ``user_id``; nothing crosses users."""
+
+    name: str
+
+    async def apply(self, writes: Sequence[Write]) -> None:
+        """Apply saves and deletes in one round trip, keeping the newest stamp per key."""
+
+    async def get_many(self, user_id: str, keys: Sequence[tuple[Category, str]]) -> list[Memory]:
+        """The memories of ``user_id`` with these (category, key) pairs, in one query."""
+
+    async def recall(
+        self, user_id: str, category: Category | None = None, limit: int = 200
+    ) -> list[Memory]:
+        """The user's memories, newest first, optionally of one category."""
+
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    def is_outage(self, exc: BaseException) -> bool:
+        """True when ``exc`` says the store is unreachable or overloaded (worth retrying
+        and queueing), False when it refused the request itself."""
+
+
+# -- validation ---------------------------------------------------------------------------
+
+
+def check_user(user_id: object) -> str:
+    if not isinstance(user_id, str) or not user_id.strip():
+        raise InvalidMemory("The user id must be a non-empty string.")
+    if len(user_id) > MAX_USER_ID_CHARS or "\x00" in user_id:
+        raise InvalidMemory(f"The user id must be at most {MAX_USER_ID_CHARS} characters, no NUL.")
+    return user_id
+
+
+def check_category(category: object) -> Category:
+    if not isinstance(category, str):
+        raise InvalidMemory(f"The category must be one of {', '.join(CATEGORIES)}.")
+    normalized = category.strip().upper()
+    if normalized not in CATEGORIES:
+        raise InvalidMemory(
+            f"Unknown category {category[:40]!r}: use one of {', '.join(CATEGORIES)}."
+        )
+    return normalized  # type: ignore[return-value]
+
+
+def check_key(key: object) -> str:
+    if not isinstance(key, str):
+        raise InvalidMemory("The key must be text.")
+    key = key.strip()
+    if not key:
+        raise InvalidMemory("The key cannot be empty.")
+    if len(key) > MAX_KEY_CHARS:
+        raise InvalidMemory(f"The key is {len(key)} characters; the limit is {MAX_KEY_CHARS}.")
+    if "\x00" in key:
+        raise InvalidMemory("The key cannot contain a NUL character.")
+    return key
+
+
+def check_value(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidMemory("The value must be text.")
+    if not value.strip():
+        raise InvalidMemory("The value cannot be empty.")
+    size = len(value.encode("utf-8"))
+    if size > MAX_VALUE_BYTES:
+        raise InvalidMemory(f"The value is {size} bytes; the limit is {MAX_VALUE_BYTES}.")
+    if "\x00" in value:
+        raise InvalidMemory("The value cannot contain a NUL character.")
+    return value
+
+
+def save_write(user_id: str, category: object, key: object, value: object) -> Write:
+    return Write(
+        check_user(user_id),
+        check_category(category),
+        check_key(key),
+        check_value(value),
+        time.time(),
+    )
+
+
+def delete_write(user_id: str, category: object, key: object) -> Write:
+    return Write(check_user(user_id), check_category(category), check_key(key), None, time.time())
+
+
+def newest_per_key(writes: Sequence[Write]) -> list[Write]:
+    """One write per (user, category, key): the newest. A multi-row upsert may not touch
+    a row twice, and the newest write is the one that must win anyway."""
+    latest: dict[tuple[str, str, str], Write] = {}
+    for write in writes:
+        slot = (write.user_id, write.category, write.key)
+        if slot not in latest or write.written_at >= latest[slot].written_at:
+            latest[slot] = write
+    return list(latest.values())
+
+
+def store_retryable(store: MemoryStore) -> Callable[[BaseException], bool]:
+    """Retry an outage, but never an open breaker (it would only fail fast again)."""
+
+    def retryable(exc: BaseException) -> bool:
+        return not isinstance(exc, CircuitOpenError) and store.is_outage(exc)
+
+    return retryable
+
+
+# -- the service ----------------------------------------------------------------------------
+
+ChangeListener = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class OpResult:
+    ok: bool
+    value: Any = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.ok:
+            return {"ok": True, "value": self.value}
+        return {"ok": False, "error": self.error}
+
+
+class MemoryService:
+    """What the agent calls: validated, rate-limited, retried, and never losing a save.
+
+    A save the user waits on goes straight to the store; if the store is down it is put in
+    the durable outbox instead and reported as queued, so no data is lost.
+    """
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        store_for: Callable[[ConnectionPool], Awaitable[MemoryStore]],
+        outbox: Outbox | None = None,
+    ) -> None:
+        self.pool = pool
+        self._store_for = store_for
+        self.outbox = outbox
+        settings = pool.settings
+        self._limiter = AsyncLimiter(settings.memory_ops_per_second, 1.0)
+        self._in_flight = asyncio.Semaphore(settings.memory_max_in_flight)
+        # every store operation is idempotent (stamped upserts, deletes, reads): safe to retry
+        self._retry = RetryPolicy.from_settings(
+            settings, max_retries=2, base_s=0.05, max_delay_s=0.5, deadline_s=2.0
+        )
+        self._listeners: list[ChangeListener] = []
+
+    async def _is_outage(self, exc: BaseException) -> bool:
+        if isinstance(exc, CircuitOpenError):
+            return True
+        try:
+            store = await self.store()
+        except Exception:  # cannot even open the store: that is an outage
+            return True
+        return store.is_outage(exc)
+
+    async def notify_flushed(self, writes: list[Write]) -> None:
+        await self._changed({w.user_id for w in writes})
+
+    async def aclose(self, deadline_s: float = 5.0) -> int:
+        """Flush the outbox within the deadline; returns writes left for the next start."""
+        if self.outbox is None:
+            return 0
+        return await self.outbox.aclose(deadline_s)
+
+    def on_change(self, listener: ChangeListener) -> None:
+        """Call ``listener(user_id)`` after that user's memories change."""
+        self._listeners.append(listener)
+
+    async def store(self) -> MemoryStore:
+        return await self._store_for(self.pool)
+
+    async def _call(self, fn: Callable[[MemoryStore], Awaitable[Any]], cost: int = 1) -> Any:
+        async with self._in_flight:
+            await self._limiter.acquire(min(cost, self._limiter.max_rate))
+            store = await self.store()
+            return await self._retry.call(lambda: fn(store), retryable=store_retryable(store))
+
+    async def _changed(self, user_ids: set[str]) -> None:
+        for user_id in user_ids:
+            for listener in self._listeners:
+                try:
+                    await listener(user_id)
+                except Exception as exc:  # a stale cache must not fail a save
+                    logger.warning("memory change listener failed: %s", redact(str(exc)))
+
+    async def save(self, user_id: str, category: object, key: object, value: object) -> str:
+        """Save now; if the store is unreachable, queue durably. Returns "saved" or "queued"."""
+        write = save_write(user_id, category, key, value)
+        return await self._apply_or_queue([write])
+
+    async def forget(self, user_id: str, category: object, key: object) -> str:
+        write = delete_write(user_id, category, key)
+        return await self._apply_or_queue([write])
+
+    async def _apply_or_queue(self, writes: list[Write]) -> str:
+        try:
+            await self._call(lambda store: store.apply(writes), cost=len(writes))
+        except Exception as exc:
+            if self.outbox is None or not await self._is_outage(exc):
+                raise
+            logger.warning(
+                "memory store unavailable (%s); queued %d write(s) in the outbox",
+                redact(type(exc).__name__),
+                len(writes),
+            )
+            await self.outbox.put(writes)
+            return "queued"
+        await self._changed({w.user_id for w in writes})
+        return "saved"
+
+    async def save_later(self, writes: Sequence[Write]) -> None:
+        """Background writes: durable in the outbox before this returns, flushed in batches."""
+        if self.outbox is None:
+            raise MemoryError("No outbox is configured for background writes.")
+        await self.outbox.put(list(writes))
+
+    async def get(self, user_id: str, category: object, key: object) -> Memory | None:
+        pair = (check_category(category), check_key(key))
+        found = await self._call(lambda store: store.get_many(check_user(user_id), [pair]))
+        return found[0] if found else None
+
+    async def recall(
+        self, user_id: str, category: object | None = None, key: object | None = None
+    ) -> list[Memory]:
+        """By key (with its category), by category, or all of the user's memories."""
+        check_user(user_id)
+        if key is not None:
+            if category is None:
+                matches = await self.recall(user_id)
+                wanted = check_key(key).casefold()
+                return [m for m in matches if m.key.casefold() == wanted]
+            found = await self.get(user_id, category, key)
+            return [found] if found else []
+        cat = check_category(category) if category is not None else None
+        result: list[Memory] = await self._call(lambda store: store.recall(user_id, cat))
+        return result
+
+    async def batch(self, user_id: str, ops: Sequence[object]) -> list[OpResult]:
+        """Run save/get/delete items: answers in input order, a bad item fails alone.
+
+        All saves and deletes go in one round trip, all gets in one query.
+        """
+        check_user(user_id)
+        if len(ops) > MAX_BATCH:
+            raise InvalidMemory(f"A batch holds at most {MAX_BATCH} operations, got {len(ops)}.")
+        results: list[OpResult | None] = [None] * len(ops)
+        writes: list[tuple[int, Write]] = []
+        gets: list[tuple[int, tuple[Category, str]]] = []
+        for index, op in enumerate(ops):
+            try:
+                if not isinstance(op, dict):
+                    raise InvalidMemory("Each operation must be an object with a 'type'.")
+                kind = op.get("type")
+                if kind == "save":
+                    write = save_write(user_id, op.get("category"), op.get("key"), op.get("value"))
+                    writes.append((index, write))
+                elif kind == "delete":
+                    writes.append((index, delete_write(user_id, op.get("category"), op.get("key"))))
+                elif kind == "get":
+                    gets.append(
+                        (index, (check_category(op.get("category")), check_key(op.get("key"))))
+                    )
+                else:
+                    raise InvalidMemory(
+                        f"Unknown operation type {kind!r}: use save, get or delete."
+                    )
+            except InvalidMemory as exc:
+                results[index] = OpResult(False, error=str(exc))
+
+        stored = await self._batch_read(results, gets, user_id)
+        await self._batch_write(results, writes)
+        # answer each get as if the batch ran item by item: an earlier write in the
+        # batch wins over what the store held before it
+        for index, pair in gets:
+            if results[index] is not None:
+                continue
+            earlier = [w for i, w in writes if i < index and (w.category, w.key) == pair]
+            value = earlier[-1].value if earlier else stored.get(pair)
+            results[index] = OpResult(True, value)
+        return [r if r is not None else OpResult(False, error="not run") for r in results]
+
+    async def _batch_read(
+        self,
+        results: list[OpResult | None],
+        gets: list[tuple[int, tuple[Category, str]]],
+        user_id: str,
+    ) -> dict[tuple[Category, str], str]:
+        if not gets:
+            return {}
+        try:
+            found: list[Memory] = await self._call(
+                lambda store: store.get_many(user_id, [pair for _, pair in gets]), cost=len(gets)
+            )
+        except Exception as exc:
+            for index, _ in gets:
+                results[index] = OpResult(False, error=redact(f"{type(exc).__name__}: {exc}"))
+            return {}
+        return {(m.category, m.key): m.value for m in found}
+
+    async def _batch_write(
+        self, results: list[OpResult | None], writes: list[tuple[int, Write]]
+    ) -> None:
+        if not writes:
+            return
+        try:
+            outcome = await self._apply_or_queue([w for _, w in writes])
+        except Exception as exc:
+            for index, _ in writes:
+                results[index] = OpResult(False, error=redact(f"{type(exc).__name__}: {exc}"))
+            return
+        for index, _ in writes:
+            results[index] = OpResult(True, outcome)
+
+
+async def batch_memory_operations(
+    memory: MemoryService, user_id: str, ops: Sequence[object]
+) -> list[dict[str, Any]]:
+    """The batch API as plain dicts, one per operation, in input order:
+    ``{"ok": True, "value": ...}`` or ``{"ok": False, "error": "..."}``."""
+    return [result.as_dict() for result in await memory.batch(user_id, ops)]
