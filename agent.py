@@ -25,7 +25,6 @@ from livekit.agents import (
     llm,
 )
 from livekit.agents import vad as vad_module
-from livekit.plugins import openai as openai_plugin
 from livekit.plugins import silero
 
 from pool import ConfigError, ConnectionPool, Settings, get_pool, install_log_redaction
@@ -38,6 +37,7 @@ from tools.memory_tools import (
     save_memory,
 )
 from tools.pool_tools import cleanup_report, stats_report
+from tools.providers import build_llm, build_stt, build_tts, provider_specs
 from tools.session import SessionData
 from tools.stores import memory_spec, open_memory_service
 
@@ -140,22 +140,21 @@ def _memory(data: SessionData) -> MemoryService:
 async def build_session(
     pool: ConnectionPool, userdata: SessionData, vad: vad_module.VAD | None
 ) -> AgentSession[SessionData]:
-    """An AgentSession whose STT, LLM and TTS all run on the pool's OpenAI client.
+    """An AgentSession whose STT, LLM and TTS all run on the pool's clients, each a chain of
+    providers that fails over in order.
 
     Without a VAD the session is text only: the OpenAI STT plugin cannot stream
     without one to cut the audio into utterances.
     """
-    settings = pool.settings
-    client = await pool.openai()
-    model = openai_plugin.LLM(client=client, model=settings.llm_model)
+    model = await build_llm(pool)
     if vad is None:
         return AgentSession[SessionData](
             llm=model, userdata=userdata, turn_handling={"turn_detection": "manual"}
         )
     return AgentSession[SessionData](
-        stt=openai_plugin.STT(client=client, model=settings.stt_model, use_realtime=False),
+        stt=await build_stt(pool, vad),
         llm=model,
-        tts=openai_plugin.TTS(client=client, model=settings.tts_model, voice=settings.tts_voice),
+        tts=await build_tts(pool),
         vad=vad,
         # the multilingual turn detector downloads its model at run time; VAD needs nothing
         turn_handling={"turn_detection": "vad"},
@@ -190,14 +189,12 @@ def prewarm(proc: JobProcess) -> None:
     proc.userdata["vad"] = silero.VAD.load()
 
 
-server = AgentServer(setup_fnc=prewarm)
-
-
-@server.rtc_session()
 async def entrypoint(ctx: JobContext) -> None:
     settings: Settings = ctx.proc.userdata.get("settings") or Settings.from_env()
     pool = get_pool(settings)
     pool.register(memory_spec(settings))
+    for spec in provider_specs(settings).values():
+        pool.register(spec)
     # the first user turn should find every connection open: warm while the room connects
     warming = asyncio.create_task(pool.warm(), name="pool-warm")
     memory = await open_memory_service(pool)
@@ -221,18 +218,25 @@ async def entrypoint(ctx: JobContext) -> None:
     await session.start(agent=assistant, room=ctx.room)
 
 
+def build_server(settings: Settings) -> AgentServer:
+    server = AgentServer(setup_fnc=prewarm, prometheus_port=settings.prometheus_port)
+    server.rtc_session()(entrypoint)
+    return server
+
+
 def main(argv: list[str]) -> int:
     # the .env of the directory the agent is started from
     load_dotenv(find_dotenv(usecwd=True))
     install_log_redaction()
     command = next((arg for arg in argv[1:] if not arg.startswith("-")), "")
-    if command in {"console", "dev", "start", "connect"}:
-        try:
-            Settings.from_env().require_openai()
-        except ConfigError as exc:
-            print(f"agent.py: {exc}", file=sys.stderr)
-            return 2
-    cli.run_app(server)
+    try:
+        settings = Settings.from_env()
+        if command in {"console", "dev", "start", "connect"}:
+            settings.require_openai()
+    except ConfigError as exc:
+        print(f"agent.py: {exc}", file=sys.stderr)
+        return 2
+    cli.run_app(build_server(settings))
     return 0
 
 

@@ -43,7 +43,7 @@ class HealthLoop:
     async def _run(self) -> None:
         settings = self.pool.settings
         next_probe = time.monotonic() + settings.health_probe_s
-        while True:
+        while not self.pool.closed:
             await asyncio.sleep(settings.health_tick_s)
             try:
                 await self.tick()
@@ -79,7 +79,9 @@ class HealthLoop:
         self.probes += 1
         results: dict[str, str] = {}
         for name in self.pool.resource_names:
-            if self.pool.client_if_open(name) is None:
+            # a client never asked for stays unopened; one that was dropped is rebuilt here,
+            # so the next call finds it ready once the dependency answers again
+            if not self.pool.was_used(name):
                 continue
             try:
                 await self.pool.probe(name)

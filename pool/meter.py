@@ -6,16 +6,28 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from . import prometheus
+from .errors import CircuitOpenError
 from .metrics import Outcome, ResourceMetrics
-from .resilience import CircuitBreaker
+from .resilience import CircuitBreaker, RetryBudget
 
 
 class Meter:
     """Counts, times and guards the calls made to one resource."""
 
-    def __init__(self, metrics: ResourceMetrics, breaker: CircuitBreaker) -> None:
+    def __init__(
+        self,
+        metrics: ResourceMetrics,
+        breaker: CircuitBreaker,
+        *,
+        slow_call_is_failure: bool = False,
+        retry_budget: RetryBudget | None = None,
+    ) -> None:
         self.metrics = metrics
         self.breaker = breaker
+        self.slow_call_is_failure = slow_call_is_failure
+        self.retry_budget = retry_budget or RetryBudget()
+        prometheus.observe_breaker(self.name, breaker.state)
 
     @property
     def name(self) -> str:
@@ -23,16 +35,33 @@ class Meter:
 
     def before_call(self) -> float:
         """Fail fast when the breaker is open; otherwise return the start time."""
-        self.breaker.before_call()
+        try:
+            self.breaker.before_call()
+        except CircuitOpenError:
+            self.metrics.rejected += 1
+            prometheus.REJECTED.labels(self.name).inc()
+            raise
+        prometheus.observe_breaker(self.name, self.breaker.state)
         return time.perf_counter()
 
     def finish(self, started: float, outcome: Outcome, error: BaseException | None = None) -> None:
         latency = time.perf_counter() - started
         self.metrics.record(outcome, latency, error)
-        if outcome == "success":
+        prometheus.observe_call(self.name, outcome, latency)
+        slow = latency >= self.metrics.slow_call_s
+        if outcome == "success" and not (slow and self.slow_call_is_failure):
             self.breaker.on_success()
         else:
             self.breaker.on_failure()
+        prometheus.observe_breaker(self.name, self.breaker.state)
+
+    def record_connection(self, *, reused: bool) -> None:
+        self.metrics.record_connection(reused=reused)
+        prometheus.CONNECTIONS.labels(self.name, "reused" if reused else "opened").inc()
+
+    def on_retry(self, error: BaseException, delay_s: float) -> None:
+        self.metrics.retries += 1
+        prometheus.RETRIES.labels(self.name).inc()
 
     @asynccontextmanager
     async def guard(self) -> AsyncIterator[None]:

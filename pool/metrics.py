@@ -33,6 +33,8 @@ class ResourceMetrics:
     failures: int = 0
     timeouts: int = 0
     slow_calls: int = 0
+    rejected: int = 0  # refused by an open breaker, no request made
+    retries: int = 0
     connections_opened: int = 0
     connections_reused: int = 0
     last_request_at: float | None = None
@@ -114,6 +116,8 @@ class ResourceMetrics:
             "failures": self.failures,
             "timeouts": self.timeouts,
             "slow_calls": self.slow_calls,
+            "rejected": self.rejected,
+            "retries": self.retries,
             "success_rate": None if rate is None else round(rate, 3),
             "latency_ms": self.latency_ms(),
             "connections": {

@@ -13,18 +13,21 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, Literal, TypeVar, cast
 
 import aiohttp
 import httpx2
 from openai import AsyncOpenAI, OpenAI
 
+from . import prometheus
 from .errors import PoolClosedError, UnknownResourceError, WrongLoopError
 from .health import HealthLoop
 from .meter import Meter
 from .metrics import ResourceMetrics
 from .redact import redact
-from .resilience import CircuitBreaker
+from .resilience import CircuitBreaker, RetryBudget, RetryPolicy
 from .resources import ResourceSpec, http_spec, openai_limits, openai_spec, openai_timeout
 from .settings import Settings
 from .transport import MeteredSyncTransport
@@ -48,6 +51,14 @@ class _Slot:
                 spec.name,
                 failure_threshold=settings.breaker_failure_threshold,
                 reset_timeout_s=settings.breaker_reset_s,
+                failure_rate=settings.breaker_failure_rate,
+                window=settings.breaker_window,
+                min_calls=settings.breaker_min_calls,
+            ),
+            slow_call_is_failure=settings.slow_call_is_failure,
+            retry_budget=RetryBudget(
+                settings.retry_budget_ratio,
+                on_denied=prometheus.RETRIES_DENIED.labels(spec.name).inc,
             ),
         )
         self.client: Any = None
@@ -72,6 +83,7 @@ class ConnectionPool:
         self._sync_openai: OpenAI | None = None
         self._sync_lock = threading.Lock()
         self._health = HealthLoop(self)
+        self.retry_policy = RetryPolicy.from_settings(settings)
         self.openai_spec = openai_spec(settings)
         self.http_spec = http_spec(settings)
         self.register(self.openai_spec)
@@ -132,6 +144,22 @@ class ConnectionPool:
                 )
             return self._sync_openai
 
+    async def call(
+        self,
+        name: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        idempotent: bool = True,
+        policy: RetryPolicy | None = None,
+    ) -> T:
+        """Run one of the pool's own calls to resource ``name`` with its retry policy and
+        retry budget. A call that is not idempotent is made once."""
+        meter = self.meter(name)
+        policy = policy or self.retry_policy
+        if not idempotent:
+            policy = replace(policy, max_retries=0)
+        return await policy.call(fn, budget=meter.retry_budget, on_retry=meter.on_retry)
+
     def meter(self, name: str) -> Meter:
         try:
             return self._slots[name].meter
@@ -139,8 +167,16 @@ class ConnectionPool:
             raise UnknownResourceError(f"No resource named {name!r} is registered.") from None
 
     @property
+    def closed(self) -> bool:
+        return self._state == "closed"
+
+    @property
     def resource_names(self) -> list[str]:
         return list(self._slots)
+
+    def was_used(self, name: str) -> bool:
+        slot = self._slots.get(name)
+        return slot is not None and (slot.client is not None or slot.rebuilds > 0)
 
     def client_if_open(self, name: str) -> Any:
         slot = self._slots.get(name)
@@ -176,11 +212,13 @@ class ConnectionPool:
         if slot.spec.probe is None:
             return
         timeout = self.settings.openai_connect_timeout_s * 2
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
         if slot.spec.meters_itself:
-            await asyncio.wait_for(slot.spec.probe(client), timeout)
+            async with asyncio.timeout(timeout):
+                await slot.spec.probe(client)
         else:
-            async with slot.meter.guard():
-                await asyncio.wait_for(slot.spec.probe(client), timeout)
+            async with slot.meter.guard(), asyncio.timeout(timeout):
+                await slot.spec.probe(client)
 
     async def heal(self, name: str) -> bool:
         """Close and forget a broken client; the next acquire() builds a new one."""
@@ -251,6 +289,8 @@ class ConnectionPool:
                 "created_at": _iso(slot.created_at),
                 "health": slot.meter.metrics.health(breaker_open=breaker == "open"),
                 "breaker": breaker,
+                "breaker_opened": slot.meter.breaker.times_opened,
+                "retries_denied": slot.meter.retry_budget.denied,
                 "rebuilds": slot.rebuilds,
             }
             entry.update(slot.meter.metrics.snapshot())

@@ -11,7 +11,8 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Literal, TypeVar
@@ -46,11 +47,19 @@ class CircuitBreaker:
         *,
         failure_threshold: int = 5,
         reset_timeout_s: float = 300.0,
+        failure_rate: float | None = None,
+        window: int = 20,
+        min_calls: int = 10,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``failure_rate``, when set, also opens the breaker once at least ``min_calls`` of
+        the last ``window`` calls were made and that share of them failed."""
         self.name = name
         self.failure_threshold = failure_threshold
         self.reset_timeout_s = reset_timeout_s
+        self.failure_rate = failure_rate
+        self.min_calls = min_calls
+        self._recent: deque[bool] = deque(maxlen=window)
         self._clock = clock
         self._lock = threading.Lock()  # the sync OpenAI client is used from worker threads
         self._failures = 0
@@ -85,22 +94,34 @@ class CircuitBreaker:
 
     def on_success(self) -> None:
         with self._lock:
+            self._recent.append(True)
             self._failures = 0
             self._opened_at = None
             self._trial_in_flight = False
 
     def on_failure(self) -> None:
         with self._lock:
+            self._recent.append(False)
             self._failures += 1
-            if self._trial_in_flight or (
-                self._opened_at is None and self._failures >= self.failure_threshold
-            ):
+            if self._trial_in_flight or (self._opened_at is None and self._should_open()):
                 self._opened_at = self._clock()
                 self.times_opened += 1
             self._trial_in_flight = False
 
+    def _should_open(self) -> bool:
+        if self._failures >= self.failure_threshold:
+            return True
+        if self.failure_rate is None or len(self._recent) < self.min_calls:
+            return False
+        failed = sum(1 for ok in self._recent if not ok)
+        return failed / len(self._recent) >= self.failure_rate
+
     def reset(self) -> None:
-        self.on_success()
+        with self._lock:
+            self._recent.clear()
+            self._failures = 0
+            self._opened_at = None
+            self._trial_in_flight = False
 
 
 class RetryBudget:
@@ -110,11 +131,18 @@ class RetryBudget:
     the bucket empties and calls fail at their first error instead of multiplying load.
     """
 
-    def __init__(self, ratio: float = 0.1, *, max_tokens: float = 10.0) -> None:
+    def __init__(
+        self,
+        ratio: float = 0.1,
+        *,
+        max_tokens: float = 10.0,
+        on_denied: Callable[[], None] | None = None,
+    ) -> None:
         self.ratio = ratio
         self.max_tokens = max_tokens
         self._tokens = max_tokens
         self._lock = threading.Lock()
+        self._on_denied = on_denied
         self.denied = 0
 
     def on_request(self) -> None:
@@ -127,7 +155,9 @@ class RetryBudget:
                 self._tokens -= 1.0
                 return True
             self.denied += 1
-            return False
+        if self._on_denied is not None:
+            self._on_denied()
+        return False
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -273,5 +303,33 @@ class RetryPolicy:
             with attempt:
                 if self.attempt_timeout_s is None:
                     return await fn()
-                return await asyncio.wait_for(fn(), self.attempt_timeout_s)
+                async with asyncio.timeout(self.attempt_timeout_s):
+                    return await fn()
         raise AssertionError("unreachable: tenacity re-raises the last error")
+
+
+async def stream_with_retry(
+    policy: RetryPolicy,
+    open_stream: Callable[[], Awaitable[AsyncIterator[T]]],
+    *,
+    budget: RetryBudget | None = None,
+    retryable: Callable[[BaseException], bool] = is_retryable,
+) -> AsyncIterator[T]:
+    """Yield a stream's items, retrying only until the first item arrives.
+
+    Once an item has been yielded it may have reached the user (spoken, shown): a failure
+    after that is raised, never retried, so nothing is said twice.
+    """
+
+    async def first() -> tuple[T, AsyncIterator[T]]:
+        stream = await open_stream()
+        iterator = aiter(stream)
+        return await anext(iterator), iterator
+
+    try:
+        item, iterator = await policy.call(first, budget=budget, retryable=retryable)
+    except StopAsyncIteration:
+        return
+    yield item
+    async for item in iterator:
+        yield item

@@ -6,6 +6,7 @@ a ``Settings`` or logging an error that quotes one never shows them.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -19,6 +20,17 @@ RetryStrategy = Literal["exponential", "linear", "fixed", "none"]
 JitterMode = Literal["full", "proportional", "none"]
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Provider:
+    """One OpenAI-compatible endpoint in a failover chain."""
+
+    name: str
+    base_url: str | None = None
+    api_key: str = field(default="", repr=False)
+    model: str | None = None
+    voice: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,8 +86,15 @@ class Settings:
     health_window_s: float = 300.0
     health_tick_s: float = 60.0
     health_probe_s: float = 300.0
+    breaker_failure_rate: float | None = None
+    breaker_window: int = 20
+    breaker_min_calls: int = 10
+    slow_call_is_failure: bool = False
     llm_ttft_deadline_s: float = 1.5
-    llm_providers: str = ""
+    # failover chains, highest priority first; empty: the one OPENAI_* endpoint
+    llm_providers: tuple[Provider, ...] = ()
+    stt_providers: tuple[Provider, ...] = ()
+    tts_providers: tuple[Provider, ...] = ()
 
     prometheus_port: int | None = None
 
@@ -93,7 +112,9 @@ class Settings:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        values = (self.openai_api_key, self.supabase_key, self.database_url, self.redis_url)
+        values = [self.openai_api_key, self.supabase_key, self.database_url, self.redis_url]
+        for chain in (self.llm_providers, self.stt_providers, self.tts_providers):
+            values += [provider.api_key for provider in chain]
         return tuple(v for v in values if v)
 
     def public(self) -> dict[str, object]:
@@ -151,8 +172,14 @@ class Settings:
             health_window_s=reader.positive("HEALTH_WINDOW_S", float, 300.0),
             health_tick_s=reader.positive("HEALTH_TICK_S", float, 60.0),
             health_probe_s=reader.positive("HEALTH_PROBE_S", float, 300.0),
+            breaker_failure_rate=reader.optional_fraction("BREAKER_FAILURE_RATE"),
+            breaker_window=reader.positive("BREAKER_WINDOW", int, 20),
+            breaker_min_calls=reader.positive("BREAKER_MIN_CALLS", int, 10),
+            slow_call_is_failure=reader.flag("SLOW_CALL_IS_FAILURE"),
             llm_ttft_deadline_s=reader.positive("LLM_TTFT_DEADLINE_S", float, 1.5),
-            llm_providers=reader.text("LLM_PROVIDERS", ""),
+            llm_providers=reader.providers("LLM_PROVIDERS"),
+            stt_providers=reader.providers("STT_PROVIDERS"),
+            tts_providers=reader.providers("TTS_PROVIDERS"),
             prometheus_port=reader.optional_port("PROMETHEUS_PORT"),
         )
         settings.validate()
@@ -208,6 +235,60 @@ class _Reader:
         if self.optional(name) is None:
             return None
         return self.positive(name, int, 0)
+
+    def optional_fraction(self, name: str) -> float | None:
+        if self.optional(name) is None:
+            return None
+        value = self._number(name, float, 0.0)
+        if not 0 < value <= 1:
+            raise ConfigError(f"{name} must be a fraction between 0 and 1, got {value}.")
+        return value
+
+    def flag(self, name: str) -> bool:
+        value = (self.optional(name) or "false").lower()
+        if value not in ("1", "true", "yes", "0", "false", "no"):
+            raise ConfigError(f"{name} must be true or false, got {value!r}.")
+        return value in ("1", "true", "yes")
+
+    def providers(self, name: str) -> tuple[Provider, ...]:
+        """A JSON list of {"name", "base_url", "api_key_env", "model", "voice"} objects.
+
+        Keys are named by environment variable, never written into the list itself.
+        """
+        raw = self.optional(name)
+        if raw is None:
+            return ()
+        try:
+            items = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{name} must be a JSON list of providers: {exc.msg}.") from None
+        if not isinstance(items, list) or not items:
+            raise ConfigError(f"{name} must be a non-empty JSON list of providers.")
+        chain = []
+        for index, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise ConfigError(f'{name}[{index}] needs a "name".')
+            unknown = set(item) - {"name", "base_url", "api_key_env", "model", "voice"}
+            if unknown:
+                raise ConfigError(
+                    f"{name}[{index}] has unknown fields: {', '.join(sorted(unknown))}."
+                )
+            key_env = item.get("api_key_env")
+            api_key = self.env.get(key_env, "") if key_env else ""
+            if key_env and not api_key:
+                raise ConfigError(f"{name}[{index}] names {key_env}, which is not set.")
+            chain.append(
+                Provider(
+                    name=item["name"],
+                    base_url=item.get("base_url"),
+                    api_key=api_key,
+                    model=item.get("model"),
+                    voice=item.get("voice"),
+                )
+            )
+        if len({p.name for p in chain}) != len(chain):
+            raise ConfigError(f"{name} lists a provider name twice.")
+        return tuple(chain)
 
     def choice(self, name: str, options: object, default: str) -> T:  # type: ignore[type-var]
         allowed = get_args(options)

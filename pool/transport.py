@@ -44,7 +44,7 @@ class _Call:
             self.opened = True
 
     def on_headers(self, response: httpx2.Response) -> None:
-        self.meter.metrics.record_connection(reused=not self.opened)
+        self.meter.record_connection(reused=not self.opened)
         if response.status_code in _SERVER_TROUBLE:
             error = httpx2.HTTPStatusError(
                 f"HTTP {response.status_code} from {self.request.url.path}",
@@ -180,14 +180,14 @@ def aiohttp_trace_config(meter: Meter) -> aiohttp.TraceConfig:
         ctx: types.SimpleNamespace,
         params: aiohttp.TraceConnectionCreateEndParams,
     ) -> None:
-        meter.metrics.record_connection(reused=False)
+        meter.record_connection(reused=False)
 
     async def on_reused_connection(
         session: aiohttp.ClientSession,
         ctx: types.SimpleNamespace,
         params: aiohttp.TraceConnectionReuseconnParams,
     ) -> None:
-        meter.metrics.record_connection(reused=True)
+        meter.record_connection(reused=True)
 
     config.on_request_start.append(on_start)
     config.on_request_end.append(on_end)

@@ -172,8 +172,9 @@ class Outbox:
         while time.monotonic() < give_up_at:
             try:
                 remaining = give_up_at - time.monotonic()
-                if await asyncio.wait_for(self.flush_once(), max(remaining, 0.01)) == 0:
-                    break
+                async with asyncio.timeout(max(remaining, 0.01)):
+                    if await self.flush_once() == 0:
+                        break
             except (TimeoutError, Exception) as exc:
                 logger.warning("outbox drain: %s", redact(f"{type(exc).__name__}: {exc}")[:200])
                 await asyncio.sleep(min(0.2, max(give_up_at - time.monotonic(), 0)))

@@ -1,0 +1,65 @@
+"""The background health loop heals what broke, and stops with the pool."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from pool import Settings, get_pool
+from tests.support.openai_server import OpenAIServer
+from tests.support.tcp_proxy import TcpProxy
+
+
+async def wait_for(condition, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def test_server_down_then_up_is_healed_by_the_probe(
+    settings: Settings, server: OpenAIServer
+) -> None:
+    host, port = server.host, server.port
+    proxy = TcpProxy(host, port).start()
+    fast = replace(
+        settings,
+        openai_base_url=f"http://127.0.0.1:{proxy.port}/v1",
+        health_tick_s=0.02,
+        health_probe_s=0.05,
+        openai_connect_timeout_s=0.2,
+        breaker_failure_threshold=1000,
+    )
+    pool = get_pool(fast)
+    try:
+        await pool.warm()
+        entry = lambda: pool.stats()["resources"]["openai"]  # noqa: E731
+        assert entry()["client"] == "open"
+
+        proxy.cut()
+        assert await wait_for(lambda: entry()["rebuilds"] >= 1), "a failed probe drops the client"
+        assert entry()["failures"] >= 1
+
+        proxy.restore()
+        failures = entry()["failures"]
+        assert await wait_for(lambda: entry()["client"] == "open" and entry()["successes"] >= 2)
+        client = await pool.openai()
+        models = await client.models.list()
+        assert models.data and entry()["failures"] >= failures
+    finally:
+        await pool.aclose()
+        proxy.stop()
+    assert pool._health.task is None  # cancelled and awaited
+
+
+async def test_the_tick_rebuilds_a_closed_session(settings: Settings) -> None:
+    pool = get_pool(replace(settings, health_tick_s=0.02, health_probe_s=3600))
+    try:
+        await pool.warm()
+        session = await pool.http()
+        await session.close()
+        assert await wait_for(lambda: pool.stats()["resources"]["http"]["rebuilds"] == 1)
+        assert (await pool.http()) is not session
+    finally:
+        await pool.aclose()

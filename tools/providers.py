@@ -1,0 +1,209 @@
+"""LLM, STT and TTS as priority-ordered provider chains, each provider on its own pool
+client (and so its own breaker, metrics and health).
+
+livekit's ``FallbackAdapter`` moves to the next provider when one fails, but it measures
+a read timeout only: a provider that accepts the request and then stalls leaves the user
+in silence. :class:`FirstTokenLLM` fails an attempt that has produced no token by the
+deadline, so the adapter moves on within the same turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Any
+
+from livekit.agents import (
+    APIConnectOptions,
+    APITimeoutError,
+    NotGivenOr,
+    llm,
+    stt,
+    tts,
+)
+from livekit.agents import vad as vad_module
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN
+from livekit.plugins import openai as openai_plugin
+
+from pool import ConnectionPool, ResourceSpec, Settings, openai_spec
+from pool.prometheus import TIME_TO_FIRST_TOKEN
+from pool.settings import Provider
+
+
+def default_provider(settings: Settings) -> Provider:
+    return Provider(
+        name="openai", base_url=settings.openai_base_url, api_key=settings.openai_api_key
+    )
+
+
+def provider_specs(settings: Settings) -> dict[str, ResourceSpec[Any]]:
+    """One pool resource per distinct provider across the three chains."""
+    specs: dict[str, ResourceSpec[Any]] = {}
+    for chain in (settings.llm_providers, settings.stt_providers, settings.tts_providers):
+        for provider in chain or (default_provider(settings),):
+            if provider.name not in specs:
+                specs[provider.name] = (
+                    openai_spec(settings)
+                    if provider.name == "openai" and provider.base_url == settings.openai_base_url
+                    else openai_spec(
+                        settings,
+                        name=provider.name,
+                        base_url=provider.base_url,
+                        api_key=provider.api_key or None,
+                    )
+                )
+    return specs
+
+
+class FirstTokenLLM(llm.LLM[Any]):
+    """Wraps a provider's LLM: no token within ``deadline_s`` fails the attempt, the
+    attempt is never retried once output was sent, and time to first token is recorded."""
+
+    def __init__(self, inner: llm.LLM[Any], *, provider: str, deadline_s: float) -> None:
+        super().__init__()
+        self.inner = inner
+        self.provider_name = provider
+        self.deadline_s = deadline_s
+        self._label = f"{provider}:{inner.model}"
+
+    @property
+    def model(self) -> str:
+        return self.inner.model
+
+    @property
+    def provider(self) -> str:
+        return self.provider_name
+
+    def chat(
+        self,
+        *,
+        chat_ctx: llm.ChatContext,
+        tools: list[llm.Tool] | None = None,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+        parallel_tool_calls: NotGivenOr[bool] = NOT_GIVEN,
+        tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
+        extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
+    ) -> llm.LLMStream:
+        return _FirstTokenStream(
+            self,
+            chat_ctx=chat_ctx,
+            tools=tools or [],
+            conn_options=conn_options,
+            options={
+                "parallel_tool_calls": parallel_tool_calls,
+                "tool_choice": tool_choice,
+                "extra_kwargs": extra_kwargs,
+            },
+        )
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+        await super().aclose()
+
+
+class _FirstTokenStream(llm.LLMStream):
+    def __init__(
+        self,
+        outer: FirstTokenLLM,
+        *,
+        chat_ctx: llm.ChatContext,
+        tools: list[llm.Tool],
+        conn_options: APIConnectOptions,
+        options: dict[str, Any],
+    ) -> None:
+        super().__init__(outer, chat_ctx=chat_ctx, tools=tools, conn_options=conn_options)
+        self._outer = outer
+        self._options = options
+        # once a token reached the user, a retry would make the agent say it twice
+        self._retry_on_chunk_sent = False
+
+    async def _run(self) -> None:
+        outer = self._outer
+        started = time.perf_counter()
+        # this stream owns the retries; the provider's own stream makes one attempt
+        once = dataclasses.replace(self._conn_options, max_retry=0)
+        async with outer.inner.chat(
+            chat_ctx=self._chat_ctx, tools=self._tools, conn_options=once, **self._options
+        ) as stream:
+            chunks = aiter(stream)
+            first_token = False
+            while True:
+                try:
+                    if first_token:
+                        chunk = await anext(chunks)
+                    else:
+                        remaining = outer.deadline_s - (time.perf_counter() - started)
+                        async with asyncio.timeout(max(remaining, 0.0)):
+                            chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise APITimeoutError(
+                        f"{outer.provider_name} sent no token within {outer.deadline_s:.1f} s"
+                    ) from None
+                if (
+                    not first_token
+                    and chunk.delta
+                    and (chunk.delta.content or chunk.delta.tool_calls)
+                ):
+                    first_token = True
+                    TIME_TO_FIRST_TOKEN.labels(outer.provider_name).observe(
+                        time.perf_counter() - started
+                    )
+                self._event_ch.send_nowait(chunk)
+
+
+async def build_llm(pool: ConnectionPool) -> llm.LLM[Any]:
+    settings = pool.settings
+    chain = settings.llm_providers or (default_provider(settings),)
+    specs = provider_specs(settings)
+    models: list[llm.LLM[Any]] = []
+    for provider in chain:
+        client = await pool.acquire(specs[provider.name])
+        inner = openai_plugin.LLM(client=client, model=provider.model or settings.llm_model)
+        models.append(
+            FirstTokenLLM(inner, provider=provider.name, deadline_s=settings.llm_ttft_deadline_s)
+        )
+    if len(models) == 1:
+        return models[0]
+    # each provider is tried once, in order; the breaker and the deadline decide when to move on
+    return llm.FallbackAdapter(
+        models, attempt_timeout=settings.openai_read_timeout_s, max_retry_per_llm=0
+    )
+
+
+async def build_stt(pool: ConnectionPool, vad: vad_module.VAD) -> stt.STT[Any]:
+    settings = pool.settings
+    chain = settings.stt_providers or (default_provider(settings),)
+    specs = provider_specs(settings)
+    engines: list[stt.STT[Any]] = []
+    for provider in chain:
+        client = await pool.acquire(specs[provider.name])
+        engines.append(
+            openai_plugin.STT(
+                client=client, model=provider.model or settings.stt_model, use_realtime=False
+            )
+        )
+    if len(engines) == 1:
+        return engines[0]
+    return stt.FallbackAdapter(engines, vad=vad)
+
+
+async def build_tts(pool: ConnectionPool) -> tts.TTS[Any]:
+    settings = pool.settings
+    chain = settings.tts_providers or (default_provider(settings),)
+    specs = provider_specs(settings)
+    voices: list[tts.TTS[Any]] = []
+    for provider in chain:
+        client = await pool.acquire(specs[provider.name])
+        voices.append(
+            openai_plugin.TTS(
+                client=client,
+                model=provider.model or settings.tts_model,
+                voice=provider.voice or settings.tts_voice,
+            )
+        )
+    if len(voices) == 1:
+        return voices[0]
+    return tts.FallbackAdapter(voices)
