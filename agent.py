@@ -27,7 +27,9 @@ from livekit.agents import (
 from livekit.agents import vad as vad_module
 from livekit.plugins import silero
 
-from pool import ConfigError, ConnectionPool, Settings, get_pool, install_log_redaction
+from pool import ConfigError, ConnectionPool, Settings, get_pool, install_log_redaction, redact
+from tools.background import PostTurnWorker, follow_turns
+from tools.greeting import GENERIC_GREETING, forget_greeting, greeting_for
 from tools.memory import Memory, MemoryService
 from tools.memory_tools import (
     forget_memory,
@@ -59,6 +61,7 @@ class Assistant(Agent):
     def __init__(
         self, *, memories: Sequence[Memory] = (), instructions: str = INSTRUCTIONS
     ) -> None:
+        self.memories = list(memories)
         chat_ctx = llm.ChatContext()
         if memories:
             chat_ctx.add_message(role="system", content=memory_block(memories))
@@ -66,6 +69,7 @@ class Assistant(Agent):
 
     async def add_memories(self, memories: Sequence[Memory]) -> None:
         """Memories that arrived after the session started join the conversation."""
+        self.memories.extend(memories)
         if memories:
             chat_ctx = self.chat_ctx.copy()
             chat_ctx.add_message(role="system", content=memory_block(memories))
@@ -200,6 +204,8 @@ async def entrypoint(ctx: JobContext) -> None:
     memory = await open_memory_service(pool)
 
     async def shut_down() -> None:
+        if userdata is not None and userdata.post_turn is not None:
+            await userdata.post_turn.aclose(deadline_s=3.0)
         left = await memory.aclose(deadline_s=5.0)
         if left:
             logger.warning("%d memory writes will be replayed at the next start", left)
@@ -207,15 +213,32 @@ async def entrypoint(ctx: JobContext) -> None:
         await asyncio.gather(warming, return_exceptions=True)
         await pool.aclose()
 
+    userdata: SessionData | None = None
     ctx.add_shutdown_callback(shut_down)
 
     await ctx.connect()
     user_id = settings.user_id if ctx.is_fake_job() else (await ctx.wait_for_participant()).identity
 
     assistant = await prepare_assistant(memory, user_id)
-    userdata = SessionData(pool=pool, settings=settings, user_id=user_id, memory=memory)
+    # composed (or found in the cache) while the session starts
+    greeting = asyncio.create_task(greeting_for(pool, user_id, assistant.memories))
+    memory.on_change(lambda user, categories: forget_greeting(pool, user, categories))
+    post_turn = PostTurnWorker(pool, memory, user_id)
+    userdata = SessionData(
+        pool=pool, settings=settings, user_id=user_id, memory=memory, post_turn=post_turn
+    )
     session = await build_session(pool, userdata, ctx.proc.userdata.get("vad"))
+    follow_turns(session, post_turn)
     await session.start(agent=assistant, room=ctx.room)
+    session.say(await first_words(greeting))
+
+
+async def first_words(greeting: asyncio.Task[str]) -> str:
+    try:
+        return await greeting
+    except Exception as exc:  # no greeting is worth a silent start
+        logger.warning("could not compose a greeting: %s", redact(str(exc)))
+        return GENERIC_GREETING
 
 
 def build_server(settings: Settings) -> AgentServer:

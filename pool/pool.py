@@ -22,6 +22,7 @@ import httpx2
 from openai import AsyncOpenAI, OpenAI
 
 from . import prometheus
+from .cache import Cache, SharedLayer, redis_layer_spec, sqlite_layer_spec
 from .errors import PoolClosedError, UnknownResourceError, WrongLoopError
 from .health import HealthLoop
 from .meter import Meter
@@ -84,6 +85,7 @@ class ConnectionPool:
         self._sync_lock = threading.Lock()
         self._health = HealthLoop(self)
         self.retry_policy = RetryPolicy.from_settings(settings)
+        self.cache = self._build_cache()
         self.openai_spec = openai_spec(settings)
         self.http_spec = http_spec(settings)
         self.register(self.openai_spec)
@@ -121,6 +123,23 @@ class ConnectionPool:
 
     async def http(self) -> aiohttp.ClientSession:
         return await self.acquire(self.http_spec)
+
+    def _build_cache(self) -> Cache:
+        """Redis across machines when configured, else a table in the SQLite memory file."""
+        settings = self.settings
+        layer: ResourceSpec[Any] = (
+            redis_layer_spec(settings.redis_url)
+            if settings.redis_url
+            else sqlite_layer_spec(settings.memory_sqlite_path)
+        )
+        self.register(layer)
+
+        async def shared() -> SharedLayer:
+            return cast(SharedLayer, await self.acquire(layer))
+
+        return Cache(
+            shared, ttl_s=settings.greeting_ttl_s, max_entries=settings.greeting_cache_size
+        )
 
     def openai_sync(self) -> OpenAI:
         """A synchronous client for code that cannot await; metered like the async one."""

@@ -138,15 +138,15 @@ async def test_an_older_write_never_replaces_a_newer_one(memory: MemoryService) 
 
 
 async def test_change_listeners_hear_about_saves(memory: MemoryService) -> None:
-    heard: list[str] = []
+    heard: list[tuple[str, frozenset[str]]] = []
 
-    async def listener(user_id: str) -> None:
-        heard.append(user_id)
+    async def listener(user_id: str, categories: frozenset[str]) -> None:
+        heard.append((user_id, categories))
 
     memory.on_change(listener)
     await memory.save("ada", "FACT", "name", "Ada")
-    await memory.forget("ada", "FACT", "name")
-    assert heard == ["ada", "ada"]
+    await memory.forget("ada", "preference", "tea")
+    assert heard == [("ada", frozenset({"FACT"})), ("ada", frozenset({"PREFERENCE"}))]
 
 
 async def test_store_is_cached_by_the_pool_and_in_its_stats(backend_settings: Settings) -> None:

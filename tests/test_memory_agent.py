@@ -13,7 +13,13 @@ import pytest
 from agent import INSTRUCTIONS, Assistant, build_session, prepare_assistant
 from pool import Settings, get_pool
 from tests.conftest import SECRET_MARKER
-from tests.support.openai_server import OpenAIServer, Rule, has_tool_result, system_text
+from tests.support.openai_server import (
+    OpenAIServer,
+    Rule,
+    has_tool_result,
+    last_user_text,
+    system_text,
+)
 from tests.support.tcp_proxy import TcpProxy
 from tests.test_console import ROOT, agent_env
 from tests.test_outbox import through
@@ -22,7 +28,9 @@ from tools.session import SessionData
 from tools.stores import open_memory_service
 
 
-def talk(env: dict[str, str], cwd: Path, line: str, expect: str) -> None:
+def talk(
+    env: dict[str, str], cwd: Path, line: str, expect: str, greeting: str | None = None
+) -> None:
     child = pexpect.spawn(
         sys.executable,
         [str(ROOT / "agent.py"), "console", "--text"],
@@ -34,6 +42,8 @@ def talk(env: dict[str, str], cwd: Path, line: str, expect: str) -> None:
     )
     try:
         child.expect("Type to talk", timeout=90)
+        if greeting:
+            child.expect(greeting, timeout=30)
         child.send(line + "\r")
         child.expect(expect, timeout=60)
         child.sendcontrol("c")
@@ -58,11 +68,18 @@ def test_a_name_told_in_one_session_is_known_in_the_next_process(
 
     server.script(
         Rule(
-            text="You are Ada, welcome back.",
-            when=lambda body: '"value": "Ada"' in str(body) and MEMORY_BLOCK_START in str(body),
-        )
+            text="Welcome back, Ada!",
+            when=lambda body: "returning user" in system_text(body) and "Ada" in str(body),
+        ),
+        Rule(
+            text="You are Ada.",
+            when=lambda body: (
+                last_user_text(body) == "who am I?" and '"value": "Ada"' in system_text(body)
+            ),
+        ),
     )
-    talk(env, tmp_path, "who am I?", "You are Ada, welcome back")
+    talk(env, tmp_path, "who am I?", "You are Ada.", greeting="Welcome back, Ada!")
+    assert any("returning user" in system_text(b) for b in server.bodies("/chat/completions"))
 
 
 async def test_a_stored_instruction_stays_data(server: OpenAIServer, settings: Settings) -> None:

@@ -175,7 +175,8 @@ def store_retryable(store: MemoryStore) -> Callable[[BaseException], bool]:
 
 # -- the service ----------------------------------------------------------------------------
 
-ChangeListener = Callable[[str], Awaitable[None]]
+# (user_id, the categories that changed)
+ChangeListener = Callable[[str, frozenset[Category]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -225,7 +226,7 @@ class MemoryService:
         return store.is_outage(exc)
 
     async def notify_flushed(self, writes: list[Write]) -> None:
-        await self._changed({w.user_id for w in writes})
+        await self._changed(writes)
 
     async def aclose(self, deadline_s: float = 5.0) -> int:
         """Flush the outbox within the deadline; returns writes left for the next start."""
@@ -234,7 +235,7 @@ class MemoryService:
         return await self.outbox.aclose(deadline_s)
 
     def on_change(self, listener: ChangeListener) -> None:
-        """Call ``listener(user_id)`` after that user's memories change."""
+        """Call ``listener(user_id, categories)`` after that user's memories change."""
         self._listeners.append(listener)
 
     async def store(self) -> MemoryStore:
@@ -246,11 +247,14 @@ class MemoryService:
             store = await self.store()
             return await self._retry.call(lambda: fn(store), retryable=store_retryable(store))
 
-    async def _changed(self, user_ids: set[str]) -> None:
-        for user_id in user_ids:
+    async def _changed(self, writes: Sequence[Write]) -> None:
+        changed: dict[str, set[Category]] = {}
+        for write in writes:
+            changed.setdefault(write.user_id, set()).add(write.category)
+        for user_id, categories in changed.items():
             for listener in self._listeners:
                 try:
-                    await listener(user_id)
+                    await listener(user_id, frozenset(categories))
                 except Exception as exc:  # a stale cache must not fail a save
                     logger.warning("memory change listener failed: %s", redact(str(exc)))
 
@@ -276,7 +280,7 @@ class MemoryService:
             )
             await self.outbox.put(writes)
             return "queued"
-        await self._changed({w.user_id for w in writes})
+        await self._changed(writes)
         return "saved"
 
     async def save_later(self, writes: Sequence[Write]) -> None:

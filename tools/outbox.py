@@ -18,9 +18,9 @@ from contextlib import suppress
 import aiosqlite
 
 from pool import CircuitOpenError, RetryPolicy, redact
+from pool.sqlite_file import connect
 
 from .memory import MemoryStore, Write
-from .sqlite_file import connect
 
 logger = logging.getLogger("memory.outbox")
 

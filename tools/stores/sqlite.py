@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import aiosqlite
 
 from pool import Meter
+from pool.sqlite_file import connect
 
 from ..memory import Category, Memory, Write, newest_per_key
-from ..sqlite_file import connect
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS memories (

@@ -1,0 +1,111 @@
+"""Learning after each turn: in parallel, off the reply's path, durable, and recalled later."""
+
+from __future__ import annotations
+
+import json
+
+from livekit.agents import AgentSession
+
+from agent import Assistant, build_session, prepare_assistant
+from pool import Settings, get_pool
+from tests.support.openai_server import Fault, OpenAIServer, Rule, system_text
+from tools.background import PostTurnWorker, follow_turns, parse_facts
+from tools.memory_tools import MEMORY_BLOCK_START
+from tools.session import SessionData
+from tools.stores import open_memory_service
+
+
+def is_extraction(body: dict) -> bool:  # type: ignore[type-arg]
+    return "Extract facts" in system_text(body)
+
+
+def is_summary(body: dict) -> bool:  # type: ignore[type-arg]
+    return "running summary" in system_text(body)
+
+
+def is_turn(body: dict) -> bool:  # type: ignore[type-arg]
+    return not is_extraction(body) and not is_summary(body)
+
+
+async def test_a_slow_extraction_does_not_delay_the_next_reply(
+    settings: Settings, server: OpenAIServer
+) -> None:
+    server.script(
+        Rule(text='{"memories": []}', when=is_extraction, fault=Fault(delay_s=5), times=None),
+        Rule(text="A summary.", when=is_summary, fault=Fault(delay_s=5), times=None),
+    )
+    pool = get_pool(settings)
+    memory = await open_memory_service(pool)
+    worker = PostTurnWorker(pool, memory, "ada", timeout_s=30)
+    userdata = SessionData(pool=pool, settings=settings, user_id="ada", memory=memory)
+    try:
+        session: AgentSession[SessionData]
+        async with await build_session(pool, userdata, vad=None) as session:
+            follow_turns(session, worker)
+            await session.start(Assistant())
+            first = await session.run(user_input="I like tea")
+            second = await session.run(user_input="and biscuits")
+            # both replies arrived while the first extraction was still waiting on the model
+            assert worker.pending >= 1 and worker.processed == 0
+            assert second.expect[0].event().item.text_content == "You said: and biscuits"
+            assert first.expect[0].event().item.text_content == "You said: I like tea"
+        await worker.aclose(deadline_s=0.1)  # cancelled cleanly at shutdown
+        assert worker.pending == 0
+    finally:
+        await memory.aclose()
+        await pool.aclose()
+
+
+async def test_facts_learned_in_one_session_are_recalled_in_the_next(
+    settings: Settings, server: OpenAIServer
+) -> None:
+    learned = {"memories": [{"category": "PREFERENCE", "key": "drink", "value": "green tea"}]}
+    server.script(
+        Rule(text=json.dumps(learned), when=is_extraction),
+        Rule(text="Ada likes green tea.", when=is_summary),
+    )
+    pool = get_pool(settings)
+    memory = await open_memory_service(pool)
+    worker = PostTurnWorker(pool, memory, "ada")
+    userdata = SessionData(pool=pool, settings=settings, user_id="ada", memory=memory)
+    async with await build_session(pool, userdata, vad=None) as session:
+        follow_turns(session, worker)
+        await session.start(Assistant())
+        await session.run(user_input="I really like green tea")
+    await worker.aclose(deadline_s=10)
+    await memory.aclose()
+    await pool.aclose()
+    assert worker.learned == 2  # the preference and the summary
+
+    # the next session: a new pool and memory service, as in a new job process
+    pool = get_pool(settings)
+    memory = await open_memory_service(pool)
+    try:
+        assistant = await prepare_assistant(memory, "ada")
+        userdata = SessionData(pool=pool, settings=settings, user_id="ada", memory=memory)
+        async with await build_session(pool, userdata, vad=None) as session:
+            await session.start(assistant)
+            await session.run(user_input="what do I like to drink?")
+    finally:
+        await memory.aclose()
+        await pool.aclose()
+
+    turn = [b for b in server.bodies("/chat/completions") if is_turn(b)][-1]
+    block = system_text(turn).split(MEMORY_BLOCK_START, 1)[1]
+    assert "green tea" in block and "conversation_summary" in block
+
+
+def test_malformed_extractions_are_dropped_item_by_item() -> None:
+    reply = json.dumps(
+        {
+            "memories": [
+                {"category": "FACT", "key": "name", "value": "Ada"},
+                {"category": "NOPE", "key": "x", "value": "y"},
+                {"category": "FACT", "key": "", "value": "empty key"},
+                "not an object",
+            ]
+        }
+    )
+    assert [(w.key, w.value) for w in parse_facts("ada", reply)] == [("name", "Ada")]
+    assert parse_facts("ada", "not json at all") == []
+    assert parse_facts("ada", '{"memories": "nope"}') == []
