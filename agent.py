@@ -10,7 +10,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from dotenv import find_dotenv, load_dotenv
 from livekit.agents import (
@@ -242,7 +242,10 @@ async def first_words(greeting: asyncio.Task[str]) -> str:
 
 
 def build_server(settings: Settings) -> AgentServer:
-    server = AgentServer(setup_fnc=prewarm, prometheus_port=settings.prometheus_port)
+    options: dict[str, Any] = {}
+    if settings.agent_http_port is not None:
+        options["port"] = settings.agent_http_port
+    server = AgentServer(setup_fnc=prewarm, prometheus_port=settings.prometheus_port, **options)
     server.rtc_session()(entrypoint)
     return server
 
@@ -251,6 +254,8 @@ def main(argv: list[str]) -> int:
     # the .env of the directory the agent is started from
     load_dotenv(find_dotenv(usecwd=True))
     install_log_redaction()
+    # one DEBUG line per SQLite statement drowns the console
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     command = next((arg for arg in argv[1:] if not arg.startswith("-")), "")
     try:
         settings = Settings.from_env()

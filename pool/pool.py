@@ -280,7 +280,8 @@ class ConnectionPool:
             return
         self._state = "closed"
         await self._health.stop()
-        for name in reversed(self._opened):
+        closing = list(reversed(self._opened))
+        for name in closing:
             slot = self._slots[name]
             if slot.client is not None:
                 await self._drop(slot)
@@ -289,6 +290,7 @@ class ConnectionPool:
             self._sync_openai.close()
             self._sync_openai = None
         _forget(self)
+        logger.info("connection pool closed: %s", ", ".join(closing) or "no open clients")
 
     async def __aenter__(self) -> ConnectionPool:
         return self

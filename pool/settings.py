@@ -97,6 +97,8 @@ class Settings:
     tts_providers: tuple[Provider, ...] = ()
 
     prometheus_port: int | None = None
+    # the worker's health-check HTTP server; livekit's default is 8081 in production
+    agent_http_port: int | None = None
 
     def __post_init__(self) -> None:
         # however a Settings is made, its secrets are masked from then on
@@ -181,6 +183,7 @@ class Settings:
             stt_providers=reader.providers("STT_PROVIDERS"),
             tts_providers=reader.providers("TTS_PROVIDERS"),
             prometheus_port=reader.optional_port("PROMETHEUS_PORT"),
+            agent_http_port=reader.optional_port("AGENT_HTTP_PORT"),
         )
         settings.validate()
         return settings

@@ -1,0 +1,123 @@
+"""The agent as a process: a LiveKit URL that refuses, and SIGTERM in the middle of a job."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from tests.conftest import SECRET_MARKER
+from tests.support.openai_server import Fault, OpenAIServer, Rule, system_text
+from tests.test_console import ROOT, agent_env
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_refusing_livekit_url_is_retried_with_clear_logs_and_sigterm_exits(
+    tmp_path: Path,
+) -> None:
+    env = agent_env(
+        tmp_path,
+        OPENAI_API_KEY=SECRET_MARKER,
+        LIVEKIT_URL=f"ws://127.0.0.1:{free_port()}",  # nothing listens there
+        LIVEKIT_API_KEY="devkey",
+        LIVEKIT_API_SECRET="a-test-secret-that-is-long-enough",
+        AGENT_HTTP_PORT=str(free_port()),
+    )
+    worker = subprocess.Popen(
+        [sys.executable, str(ROOT / "agent.py"), "start"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert worker.stdout is not None
+        deadline = time.monotonic() + 60
+        for line in worker.stdout:
+            lines.append(line)
+            if sum("failed to connect to livekit, retrying" in x for x in lines) >= 2:
+                break
+            assert time.monotonic() < deadline, "the worker never reported a retry"
+        worker.send_signal(signal.SIGTERM)
+        rest, _ = worker.communicate(timeout=60)
+        lines.append(rest)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    output = "".join(lines)
+    retries = [json.loads(x) for x in output.splitlines() if "retrying in" in x]
+    assert retries[0]["level"] == "WARNING" and "Connect call failed" in retries[0]["error"]
+    assert "Traceback" not in output
+    assert SECRET_MARKER not in output
+    assert "shutting down worker" in output
+
+
+def test_sigterm_during_a_job_flushes_memory_and_closes_the_pool(
+    server: OpenAIServer, tmp_path: Path
+) -> None:
+    learned = {"memories": [{"category": "FACT", "key": "city", "value": "Paris"}]}
+    # the post-turn learning is still waiting on the model when SIGTERM arrives
+    server.script(
+        Rule(
+            text=json.dumps(learned),
+            when=lambda b: "Extract facts" in system_text(b),
+            fault=Fault(delay_s=1.0),
+        ),
+        Rule(
+            text="Lives in Paris.",
+            when=lambda b: "running summary" in system_text(b),
+            fault=Fault(delay_s=1.0),
+        ),
+    )
+    env = agent_env(tmp_path, OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY=SECRET_MARKER)
+    child = pexpect.spawn(
+        sys.executable,
+        [str(ROOT / "agent.py"), "console", "--text"],
+        cwd=tmp_path,
+        env=env,
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(40, 160),
+    )
+    child.logfile_read = io.StringIO()
+    try:
+        child.expect("Type to talk", timeout=90)
+        child.send("I live in Paris\r")
+        child.expect("You said: I live in Paris", timeout=60)
+        deadline = time.monotonic() + 30
+        while server.count("/chat/completions") < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the turn, then the two learning calls, have been sent
+        child.kill(signal.SIGTERM)
+        child.expect(pexpect.EOF, timeout=60)
+    finally:
+        child.close(force=True)
+
+    with sqlite3.connect(tmp_path / "memory.db") as db:
+        rows = set(
+            db.execute("SELECT category, key, value FROM memories WHERE user_id = 'console-user'")
+        )
+    with sqlite3.connect(tmp_path / "outbox.db") as outbox:
+        pending = outbox.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    assert ("FACT", "city", "Paris") in rows
+    assert ("CONTEXT", "conversation_summary", "Lives in Paris.") in rows
+    assert pending == 0
+    assert "connection pool closed" in child.logfile_read.getvalue()
