@@ -59,14 +59,17 @@ def openai_spec(
     """An ``AsyncOpenAI`` client whose every request goes through the resource's meter."""
 
     async def open_client(meter: Meter) -> openai.AsyncOpenAI:
+        url = base_url or settings.openai_base_url
         transport = MeteredAsyncTransport(
-            # over TLS, HTTP/2 lets concurrent calls (LLM, TTS, prewarms) share one connection
-            httpx2.AsyncHTTPTransport(limits=openai_limits(settings), http2=True),
+            # where the server speaks it, HTTP/2 lets concurrent calls share one connection
+            httpx2.AsyncHTTPTransport(
+                limits=openai_limits(settings), http2=settings.http2_for(url)
+            ),
             meter,
         )
         return openai.AsyncOpenAI(
             api_key=api_key or settings.openai_api_key or _PLACEHOLDER_KEY,
-            base_url=base_url or settings.openai_base_url,
+            base_url=url,
             # one retry layer per call: livekit's APIConnectOptions, or our RetryPolicy
             max_retries=0,
             http_client=httpx2.AsyncClient(

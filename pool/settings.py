@@ -47,6 +47,10 @@ class Settings:
     openai_read_timeout_s: float = 15.0
     openai_max_connections: int = 50
     openai_keepalive_s: float = 60.0
+    # auto: on for OpenAI's own API (it serves HTTP/2), off for other endpoints, where
+    # HTTP/2 optimism makes concurrent requests wait on one handshake at a time if the
+    # server turns out to speak HTTP/1.1 only
+    openai_http2: Literal["auto", "true", "false"] = "auto"
 
     # the aiohttp session shared by plugins and tools
     http_max_connections: int = 100
@@ -112,6 +116,11 @@ class Settings:
                 "server) in the environment or in .env."
             )
 
+    def http2_for(self, base_url: str | None) -> bool:
+        if self.openai_http2 != "auto":
+            return self.openai_http2 == "true"
+        return base_url is None or "api.openai.com" in base_url
+
     @property
     def secrets(self) -> tuple[str, ...]:
         values = [self.openai_api_key, self.supabase_key, self.database_url, self.redis_url]
@@ -142,6 +151,7 @@ class Settings:
             openai_read_timeout_s=reader.positive("OPENAI_READ_TIMEOUT_S", float, 15.0),
             openai_max_connections=reader.positive("OPENAI_MAX_CONNECTIONS", int, 50),
             openai_keepalive_s=reader.positive("OPENAI_KEEPALIVE_S", float, 60.0),
+            openai_http2=reader.choice("OPENAI_HTTP2", Literal["auto", "true", "false"], "auto"),
             http_max_connections=reader.positive("HTTP_MAX_CONNECTIONS", int, 100),
             http_max_per_host=reader.positive("HTTP_MAX_PER_HOST", int, 30),
             http_keepalive_s=reader.positive("HTTP_KEEPALIVE_S", float, 60.0),

@@ -16,6 +16,7 @@ import asyncio
 import io
 import json
 import math
+import ssl
 import struct
 import threading
 import time
@@ -97,9 +98,12 @@ def tone_wav(seconds: float = 0.3, rate: int = 24000) -> bytes:
 
 
 class OpenAIServer:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.host = host
         self.port = port
+        self.ssl_context = ssl_context
         self.rules: list[Rule] = []
         self.transcripts: list[str] = []
         self.default_transcript = "hello"
@@ -118,7 +122,8 @@ class OpenAIServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://{self.host}:{self.port}/v1"
 
     def script(self, *rules: Rule) -> None:
         with self._lock:
@@ -195,7 +200,9 @@ class OpenAIServer:
             return handler()
 
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(counting_factory, self.host, self.port)
+        self._server = await loop.create_server(
+            counting_factory, self.host, self.port, ssl=self.ssl_context
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _shutdown(self) -> None:

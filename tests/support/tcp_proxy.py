@@ -79,12 +79,41 @@ class TcpProxy:
             writer.transport.abort()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        half = self.rtt_s / 2
-        with contextlib.suppress(ConnectionError, OSError):
-            while chunk := await reader.read(65536):
-                if half:
-                    await asyncio.sleep(half)
-                writer.write(chunk)
-                await writer.drain()
+        if not self.rtt_s:
+            with contextlib.suppress(ConnectionError, OSError):
+                while chunk := await reader.read(65536):
+                    writer.write(chunk)
+                    await writer.drain()
+        else:
+            await self._delayed_pipe(reader, writer)
         with contextlib.suppress(ConnectionError, OSError, RuntimeError):
             writer.write_eof()
+
+    async def _delayed_pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Every chunk arrives half a round trip after it was sent, like on a real link:
+        delayed, but not queued behind the chunks before it."""
+        loop = asyncio.get_running_loop()
+        in_flight: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, chunk = await in_flight.get()
+                if not chunk:
+                    return
+                if (wait := due - loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                writer.write(chunk)
+                await writer.drain()
+
+        delivery = asyncio.create_task(deliver())
+        try:
+            with contextlib.suppress(ConnectionError, OSError):
+                while chunk := await reader.read(65536):
+                    in_flight.put_nowait((loop.time() + self.rtt_s / 2, chunk))
+            in_flight.put_nowait((loop.time() + self.rtt_s / 2, b""))
+            with contextlib.suppress(ConnectionError, OSError):
+                await delivery
+        finally:
+            delivery.cancel()

@@ -1,0 +1,1 @@
+"""`make bench`: the pool measured against its limits, side by side in one run."""

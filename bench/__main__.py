@@ -1,0 +1,84 @@
+"""`make bench`: every figure side by side in one run; prints a table with each limit,
+writes bench/results.json and bench/results.png.
+
+    python -m bench [--rtt-ms 20] [--quick] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from . import local, network, voice
+from .report import chart, table
+from .rig import start_rig
+
+PG_ADMIN_DSN = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--rtt-ms", type=float, default=20.0, help="round-trip time to inject")
+    parser.add_argument("--quick", action="store_true", help="small n: a smoke run for the tests")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    quick = args.quick
+
+    started = time.perf_counter()
+    rig = start_rig(args.rtt_ms)
+    try:
+        results: dict[str, Any] = {"machine": machine(), "rtt_ms": args.rtt_ms}
+        results["pooled_vs_fresh"] = asyncio.run(network.pooled_vs_fresh(rig, 5 if quick else 30))
+        results["warm_first_request"] = asyncio.run(
+            network.warm_first_request(rig, 3 if quick else 9)
+        )
+        results["parallel"] = asyncio.run(
+            network.parallel(rig, [5] if quick else [5, 20], 50.0 if quick else 200.0)
+        )
+        results["greeting_cache"] = asyncio.run(
+            local.greeting_cache(rig, 100 if quick else 2000, 100)
+        )
+        batches, note = asyncio.run(local.memory_batch(rig, 20 if quick else 100, PG_ADMIN_DSN))
+        results["memory_batch"] = batches
+        if note:
+            results["notes"] = [note]
+        results["pool_overhead"] = asyncio.run(network.pool_overhead(rig, 500 if quick else 20000))
+        results["connection_reuse"] = asyncio.run(
+            network.connection_reuse(rig, 50 if quick else 1000)
+        )
+        results["pool_rss_mb"] = local.pool_rss_mb(rig)
+        results["voice_turn"] = asyncio.run(voice.voice_turn(rig, 1 if quick else 3))
+    finally:
+        rig.close()
+    results["elapsed_s"] = round(time.perf_counter() - started, 1)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    chart(results, args.out / "results.png")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""The benchmark itself, as a tiny run: it completes and writes every figure it promises."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_service
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def test_a_quick_bench_run_writes_every_figure(tmp_path: Path) -> None:
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    for key in (
+        "machine", "rtt_ms", "pooled_vs_fresh", "warm_first_request", "parallel",
+        "greeting_cache", "memory_batch", "pool_overhead", "connection_reuse",
+        "pool_rss_mb", "voice_turn",
+    ):  # fmt: skip
+        assert key in results, key
+    assert set(results["pooled_vs_fresh"]) == {"fresh_p50_ms", "pooled_p50_ms", "ratio"}
+    assert set(results["voice_turn"]) == {
+        "eos_to_first_audio_ms",
+        "with_pool_ms",
+        "without_pool_ms",
+    }
+    assert {row["backend"] for row in results["memory_batch"]} == {"sqlite", "postgres"}
+    # the counts are exact, whatever the machine's speed
+    assert results["greeting_cache"]["upstream_calls"] == 1
+    assert results["connection_reuse"]["connections_opened"] == 1
+    assert (tmp_path / "results.png").stat().st_size > 10_000
+    assert "| pooled_vs_fresh p50 |" in result.stdout
