@@ -184,6 +184,7 @@ async def prepare_assistant(memory: MemoryService, user_id: str) -> Assistant:
     return assistant
 
 
+# late memories are added by a task nobody awaits; keep a reference so it is not collected
 _background: set[asyncio.Task[None]] = set()
 
 

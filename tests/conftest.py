@@ -155,3 +155,15 @@ async def backend_settings(request: pytest.FixtureRequest, settings: Settings) -
             supabase_key=SUPABASE_TEST_KEY,
         )
     return settings
+
+
+@pytest.fixture
+async def memory(backend_settings: Settings) -> AsyncIterator[object]:
+    """The memory service on each backend in turn, with its pool; closed afterwards."""
+    from tools.stores import open_memory_service
+
+    pool = get_pool(backend_settings)
+    service = await open_memory_service(pool)
+    yield service
+    await service.aclose()
+    await pool.aclose()

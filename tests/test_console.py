@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,26 +10,10 @@ import pexpect
 import pytest
 
 from tests.conftest import SECRET_MARKER
+from tests.support.console import ROOT, agent_env, spawn_console
 from tests.support.openai_server import OpenAIServer, Rule
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
-
-
-def agent_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(
-            ("OPENAI_", "LIVEKIT_", "MEMORY_", "DATABASE_", "SUPABASE_", "REDIS_")
-        )
-    }
-    env.update(
-        MEMORY_SQLITE_PATH=str(tmp_path / "memory.db"),
-        MEMORY_OUTBOX_PATH=str(tmp_path / "outbox.db"),
-        **extra,
-    )
-    return env
 
 
 def test_console_text_conversation(server: OpenAIServer, tmp_path: Path) -> None:
@@ -38,15 +21,7 @@ def test_console_text_conversation(server: OpenAIServer, tmp_path: Path) -> None
         Rule(text="Nice to meet you, Ada.", when=lambda body: "my name is Ada" in str(body))
     )
     env = agent_env(tmp_path, OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY=SECRET_MARKER)
-    child = pexpect.spawn(
-        sys.executable,
-        [str(ROOT / "agent.py"), "console", "--text"],
-        cwd=tmp_path,
-        env=env,
-        encoding="utf-8",
-        timeout=60,
-        dimensions=(40, 160),
-    )
+    child = spawn_console(env, tmp_path)
     transcript: list[str] = []
     try:
         child.expect("Type to talk", timeout=90)

@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
 from pool import ConnectionPool, Settings, get_pool
 from tools.memory import InvalidMemory, MemoryService, Write, batch_memory_operations
-from tools.stores import memory_store, open_memory_service
-
-
-@pytest.fixture
-async def memory(backend_settings: Settings) -> AsyncIterator[MemoryService]:
-    pool = get_pool(backend_settings)
-    service = await open_memory_service(pool)
-    yield service
-    await service.aclose()
-    await pool.aclose()
+from tools.stores import memory_store
 
 
 def values(memories: list) -> dict[tuple[str, str], str]:  # type: ignore[type-arg]

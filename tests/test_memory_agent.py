@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from agent import INSTRUCTIONS, Assistant, build_session, prepare_assistant
 from pool import Settings, get_pool
 from tests.conftest import SECRET_MARKER
+from tests.support.console import agent_env, spawn_console
 from tests.support.openai_server import (
     OpenAIServer,
     Rule,
@@ -21,7 +21,6 @@ from tests.support.openai_server import (
     system_text,
 )
 from tests.support.tcp_proxy import TcpProxy
-from tests.test_console import ROOT, agent_env
 from tests.test_outbox import through
 from tools.memory_tools import MEMORY_BLOCK_END, MEMORY_BLOCK_START
 from tools.session import SessionData
@@ -31,15 +30,7 @@ from tools.stores import open_memory_service
 def talk(
     env: dict[str, str], cwd: Path, line: str, expect: str, greeting: str | None = None
 ) -> None:
-    child = pexpect.spawn(
-        sys.executable,
-        [str(ROOT / "agent.py"), "console", "--text"],
-        cwd=cwd,
-        env=env,
-        encoding="utf-8",
-        timeout=60,
-        dimensions=(40, 160),
-    )
+    child = spawn_console(env, cwd)
     try:
         child.expect("Type to talk", timeout=90)
         if greeting:

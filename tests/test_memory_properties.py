@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from pool import Settings, get_pool
 from tools.memory import MAX_KEY_CHARS, InvalidMemory, MemoryService
-from tools.stores import open_memory_service
 
 SQL_BITS = st.sampled_from(
     [
@@ -35,15 +30,6 @@ SQL_BITS = st.sampled_from(
     ]
 )
 HOSTILE = st.lists(st.one_of(SQL_BITS, st.text(max_size=12)), max_size=8).map("".join)
-
-
-@pytest.fixture
-async def memory(backend_settings: Settings) -> AsyncIterator[MemoryService]:
-    pool = get_pool(backend_settings)
-    service = await open_memory_service(pool)
-    yield service
-    await service.aclose()
-    await pool.aclose()
 
 
 @hsettings(

@@ -16,8 +16,8 @@ import pexpect
 import pytest
 
 from tests.conftest import SECRET_MARKER
+from tests.support.console import ROOT, agent_env, spawn_console
 from tests.support.openai_server import Fault, OpenAIServer, Rule, system_text
-from tests.test_console import ROOT, agent_env
 
 pytestmark = pytest.mark.slow
 
@@ -89,15 +89,7 @@ def test_sigterm_during_a_job_flushes_memory_and_closes_the_pool(
         ),
     )
     env = agent_env(tmp_path, OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY=SECRET_MARKER)
-    child = pexpect.spawn(
-        sys.executable,
-        [str(ROOT / "agent.py"), "console", "--text"],
-        cwd=tmp_path,
-        env=env,
-        encoding="utf-8",
-        timeout=60,
-        dimensions=(40, 160),
-    )
+    child = spawn_console(env, tmp_path)
     child.logfile_read = io.StringIO()
     try:
         child.expect("Type to talk", timeout=90)

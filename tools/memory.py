@@ -30,11 +30,11 @@ MAX_USER_ID_CHARS = 256
 MAX_BATCH = 500
 
 
-class MemoryError(Exception):
+class MemoryServiceError(Exception):
     """Base class of the memory layer's errors."""
 
 
-class InvalidMemory(MemoryError, ValueError):
+class InvalidMemory(MemoryServiceError, ValueError):
     """The input was refused; nothing was written."""
 
 
@@ -286,7 +286,7 @@ class MemoryService:
     async def save_later(self, writes: Sequence[Write]) -> None:
         """Background writes: durable in the outbox before this returns, flushed in batches."""
         if self.outbox is None:
-            raise MemoryError("No outbox is configured for background writes.")
+            raise MemoryServiceError("No outbox is configured for background writes.")
         await self.outbox.put(list(writes))
 
     async def get(self, user_id: str, category: object, key: object) -> Memory | None:

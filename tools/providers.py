@@ -14,6 +14,7 @@ import dataclasses
 import time
 from typing import Any
 
+import openai
 from livekit.agents import (
     APIConnectOptions,
     APITimeoutError,
@@ -154,17 +155,28 @@ class _FirstTokenStream(llm.LLMStream):
                 self._event_ch.send_nowait(chunk)
 
 
+async def _clients(
+    pool: ConnectionPool, chain: tuple[Provider, ...]
+) -> list[tuple[Provider, openai.AsyncOpenAI]]:
+    """Each provider of a chain (the OPENAI_* endpoint when empty) with its pool client."""
+    settings = pool.settings
+    specs = provider_specs(settings)
+    return [
+        (provider, await pool.acquire(specs[provider.name]))
+        for provider in chain or (default_provider(settings),)
+    ]
+
+
 async def build_llm(pool: ConnectionPool) -> llm.LLM[Any]:
     settings = pool.settings
-    chain = settings.llm_providers or (default_provider(settings),)
-    specs = provider_specs(settings)
-    models: list[llm.LLM[Any]] = []
-    for provider in chain:
-        client = await pool.acquire(specs[provider.name])
-        inner = openai_plugin.LLM(client=client, model=provider.model or settings.llm_model)
-        models.append(
-            FirstTokenLLM(inner, provider=provider.name, deadline_s=settings.llm_ttft_deadline_s)
+    models: list[llm.LLM[Any]] = [
+        FirstTokenLLM(
+            openai_plugin.LLM(client=client, model=provider.model or settings.llm_model),
+            provider=provider.name,
+            deadline_s=settings.llm_ttft_deadline_s,
         )
+        for provider, client in await _clients(pool, settings.llm_providers)
+    ]
     if len(models) == 1:
         return models[0]
     # each provider is tried once, in order; the breaker and the deadline decide when to move on
@@ -175,35 +187,23 @@ async def build_llm(pool: ConnectionPool) -> llm.LLM[Any]:
 
 async def build_stt(pool: ConnectionPool, vad: vad_module.VAD) -> stt.STT[Any]:
     settings = pool.settings
-    chain = settings.stt_providers or (default_provider(settings),)
-    specs = provider_specs(settings)
-    engines: list[stt.STT[Any]] = []
-    for provider in chain:
-        client = await pool.acquire(specs[provider.name])
-        engines.append(
-            openai_plugin.STT(
-                client=client, model=provider.model or settings.stt_model, use_realtime=False
-            )
+    engines: list[stt.STT[Any]] = [
+        openai_plugin.STT(
+            client=client, model=provider.model or settings.stt_model, use_realtime=False
         )
-    if len(engines) == 1:
-        return engines[0]
-    return stt.FallbackAdapter(engines, vad=vad)
+        for provider, client in await _clients(pool, settings.stt_providers)
+    ]
+    return engines[0] if len(engines) == 1 else stt.FallbackAdapter(engines, vad=vad)
 
 
 async def build_tts(pool: ConnectionPool) -> tts.TTS[Any]:
     settings = pool.settings
-    chain = settings.tts_providers or (default_provider(settings),)
-    specs = provider_specs(settings)
-    voices: list[tts.TTS[Any]] = []
-    for provider in chain:
-        client = await pool.acquire(specs[provider.name])
-        voices.append(
-            openai_plugin.TTS(
-                client=client,
-                model=provider.model or settings.tts_model,
-                voice=provider.voice or settings.tts_voice,
-            )
+    voices: list[tts.TTS[Any]] = [
+        openai_plugin.TTS(
+            client=client,
+            model=provider.model or settings.tts_model,
+            voice=provider.voice or settings.tts_voice,
         )
-    if len(voices) == 1:
-        return voices[0]
-    return tts.FallbackAdapter(voices)
+        for provider, client in await _clients(pool, settings.tts_providers)
+    ]
+    return voices[0] if len(voices) == 1 else tts.FallbackAdapter(voices)

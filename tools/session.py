@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pool import ConnectionPool, Settings
 
@@ -19,4 +19,3 @@ class SessionData:
     user_id: str
     memory: MemoryService | None = None
     post_turn: PostTurnWorker | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
