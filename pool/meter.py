@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from . import prometheus
 from .errors import CircuitOpenError
@@ -44,15 +45,32 @@ class Meter:
         prometheus.observe_breaker(self.name, self.breaker.state)
         return time.perf_counter()
 
-    def finish(self, started: float, outcome: Outcome, error: BaseException | None = None) -> None:
+    def finish(
+        self, started: float, outcome: Outcome, error: BaseException | None = None
+    ) -> list[Any]:
         latency = time.perf_counter() - started
-        self.metrics.record(outcome, latency, error)
+        entry = self.metrics.record(outcome, latency, error)
         prometheus.observe_call(self.name, outcome, latency)
         slow = latency >= self.metrics.slow_call_s
         if outcome == "success" and not (slow and self.slow_call_is_failure):
             self.breaker.on_success()
         else:
             self.breaker.on_failure()
+        prometheus.observe_breaker(self.name, self.breaker.state)
+        return entry
+
+    def stream_failed(self, entry: list[Any], outcome: Outcome, error: BaseException) -> None:
+        """The response began (and was counted a success) but its stream then broke."""
+        self.metrics.amend_to_failure(entry, outcome, error)
+        prometheus.STREAM_FAILURES.labels(self.name).inc()
+        self.breaker.on_failure()
+        prometheus.observe_breaker(self.name, self.breaker.state)
+
+    def stalled(self, error: BaseException) -> None:
+        """A deadline above the HTTP layer (time to first token) was missed."""
+        self.metrics.record_stall(error)
+        prometheus.STALLS.labels(self.name).inc()
+        self.breaker.on_failure()
         prometheus.observe_breaker(self.name, self.breaker.state)
 
     def record_connection(self, *, reused: bool) -> None:

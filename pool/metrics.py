@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from .redact import redact
 
@@ -34,6 +34,8 @@ class ResourceMetrics:
     timeouts: int = 0
     slow_calls: int = 0
     rejected: int = 0  # refused by an open breaker, no request made
+    stream_failures: int = 0  # began fine, then failed while streaming
+    stalls: int = 0  # answered, but missed its first-token deadline
     retries: int = 0
     connections_opened: int = 0
     connections_reused: int = 0
@@ -43,12 +45,13 @@ class ResourceMetrics:
     _latency_max: float = 0.0
     _latency_sum: float = 0.0
     _latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
-    # (monotonic time, succeeded) of recent calls, for the rolling health class
-    _recent: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=10_000))
+    # [monotonic time, succeeded] of recent calls, for the rolling health class
+    _recent: deque[list[Any]] = field(default_factory=lambda: deque(maxlen=10_000))
 
     def record(
         self, outcome: Outcome, latency_s: float, error: BaseException | None = None
-    ) -> None:
+    ) -> list[Any]:
+        """Count one call; returns its window entry, for :meth:`amend_to_failure`."""
         self.requests += 1
         self.last_request_at = time.time()
         ok = outcome == "success"
@@ -66,7 +69,30 @@ class ResourceMetrics:
         self._latency_max = max(self._latency_max, latency_s)
         self._latency_sum += latency_s
         self._latencies.append(latency_s)
-        self._recent.append((time.monotonic(), ok))
+        entry = [time.monotonic(), ok]
+        self._recent.append(entry)
+        return entry
+
+    def amend_to_failure(
+        self, entry: list[Any], outcome: Outcome, error: BaseException | None
+    ) -> None:
+        """A call counted as a success when its response began failed while streaming."""
+        if not entry[1]:
+            return
+        entry[1] = False
+        self.successes -= 1
+        self.failures += 1
+        self.stream_failures += 1
+        if outcome == "timeout":
+            self.timeouts += 1
+        if error is not None:
+            self.last_error = redact(f"{type(error).__name__}: {error}")[:300]
+
+    def record_stall(self, error: BaseException) -> None:
+        """The resource answered but too slowly to be used: a failure for its health."""
+        self.stalls += 1
+        self.last_error = redact(f"{type(error).__name__}: {error}")[:300]
+        self._recent.append([time.monotonic(), False])
 
     def record_connection(self, *, reused: bool) -> None:
         if reused:
@@ -81,7 +107,7 @@ class ResourceMetrics:
             self._recent.popleft()
         if not self._recent:
             return None
-        return sum(ok for _, ok in self._recent) / len(self._recent)
+        return sum(1 for _, ok in self._recent if ok) / len(self._recent)
 
     def health(self, *, breaker_open: bool = False) -> Health:
         if breaker_open:
@@ -117,6 +143,8 @@ class ResourceMetrics:
             "timeouts": self.timeouts,
             "slow_calls": self.slow_calls,
             "rejected": self.rejected,
+            "stream_failures": self.stream_failures,
+            "stalls": self.stalls,
             "retries": self.retries,
             "success_rate": None if rate is None else round(rate, 3),
             "latency_ms": self.latency_ms(),

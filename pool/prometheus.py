@@ -19,6 +19,16 @@ REQUESTS = Counter(
     "Calls made through the pool, by resource and outcome (success, failure, timeout).",
     ["resource", "outcome"],
 )
+STREAM_FAILURES = Counter(
+    "agent_pool_stream_failures",
+    "Responses that began fine and failed while streaming (counted in requests as successes).",
+    ["resource"],
+)
+STALLS = Counter(
+    "agent_pool_stalls",
+    "Responses that missed their first-token deadline and were abandoned for the next provider.",
+    ["resource"],
+)
 REJECTED = Counter(
     "agent_pool_rejected_calls",
     "Calls refused without a request because the resource's circuit breaker was open.",

@@ -25,14 +25,19 @@ _CONNECT_EVENTS = frozenset(
 
 
 class _Call:
-    """One request's bookkeeping: did it open a connection, and how did it end."""
+    """One request's bookkeeping: did it open a connection, and how did it end.
+
+    A response is counted when its headers arrive (latency = time to first byte, what a
+    voice turn waits on), so a stream in progress already shows in the stats; if its body
+    then breaks, that same count becomes a failure.
+    """
 
     def __init__(self, meter: Meter, request: httpx2.Request) -> None:
         self.meter = meter
         self.request = request
         self.opened = False
         self.started = meter.before_call()
-        self.done = False
+        self.entry: list[Any] | None = None
         request.extensions = {**request.extensions, "trace": self.trace}
 
     async def trace(self, event: str, info: dict[str, Any]) -> None:
@@ -51,16 +56,16 @@ class _Call:
                 request=self.request,
                 response=response,
             )
-            self.end("failure", error)
-
-    def end(self, outcome: Outcome, error: BaseException | None = None) -> None:
-        # latency is time to response headers: for a stream, time to first byte
-        if not self.done:
-            self.done = True
-            self.meter.finish(self.started, outcome, error)
+            self.entry = self.meter.finish(self.started, "failure", error)
+        else:
+            self.entry = self.meter.finish(self.started, "success")
 
     def fail(self, exc: BaseException) -> None:
-        self.end("timeout" if isinstance(exc, httpx2.TimeoutException) else "failure", exc)
+        outcome: Outcome = "timeout" if isinstance(exc, httpx2.TimeoutException) else "failure"
+        if self.entry is None:
+            self.entry = self.meter.finish(self.started, outcome, exc)
+        else:
+            self.meter.stream_failed(self.entry, outcome, exc)
 
 
 class _MeteredAsyncStream(httpx2.AsyncByteStream):
@@ -72,14 +77,11 @@ class _MeteredAsyncStream(httpx2.AsyncByteStream):
         try:
             async for chunk in self.inner:
                 yield chunk
-        except BaseException as exc:
+        except Exception as exc:  # a cancelled turn is not the server's failure
             self.call.fail(exc)
             raise
-        self.call.end("success")
 
     async def aclose(self) -> None:
-        # closed before the end (a cancelled turn) still reached the server fine
-        self.call.end("success")
         await self.inner.aclose()
 
 
@@ -91,13 +93,11 @@ class _MeteredSyncStream(httpx2.SyncByteStream):
     def __iter__(self) -> Iterator[bytes]:
         try:
             yield from self.inner
-        except BaseException as exc:
+        except Exception as exc:
             self.call.fail(exc)
             raise
-        self.call.end("success")
 
     def close(self) -> None:
-        self.call.end("success")
         self.inner.close()
 
 

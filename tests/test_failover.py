@@ -75,3 +75,6 @@ async def test_a_provider_that_stalls_before_its_first_token_is_replaced(
     assert await run_turn(two_providers, "are you there?") == "Backup answered."
     assert server.count("/chat/completions") == 1
     assert backup.count("/chat/completions") == 1
+    # the stall counts against the primary: its breaker opened, so no recovery probe reached it
+    primary = two_providers.stats()["resources"]["primary"]
+    assert (primary["stalls"], primary["breaker"]) == (1, "open")

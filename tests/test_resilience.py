@@ -200,3 +200,23 @@ async def test_prometheus_counts_requests_latency_and_connections(
     assert sample("agent_pool_requests_total", resource="openai", outcome="success") - before == 3
     assert sample("agent_pool_connections_total", resource="openai", kind="reused") - reused == 2
     assert sample("agent_pool_request_duration_seconds_count", resource="openai") >= 3
+
+
+async def test_a_stream_counts_when_it_begins_and_a_later_break_turns_it_into_a_failure(
+    fragile: ConnectionPool, server: OpenAIServer
+) -> None:
+    server.script(Rule(text="one two three four", fault=Fault(reset_after_chunks=2)))
+    client = await fragile.openai()
+    stream = await client.chat.completions.create(model="m", messages=ASK, stream=True)  # type: ignore[arg-type]
+    chunks = aiter(stream)
+    await anext(chunks)
+    entry = fragile.stats()["resources"]["openai"]
+    # mid-stream, e.g. while a tool runs: the provider is answering, and the stats say so
+    assert (entry["requests"], entry["successes"], entry["health"]) == (1, 1, "HEALTHY")
+
+    with pytest.raises(openai.APIConnectionError):
+        async for _ in chunks:
+            pass
+    entry = fragile.stats()["resources"]["openai"]
+    assert (entry["requests"], entry["successes"], entry["failures"]) == (1, 0, 1)
+    assert entry["stream_failures"] == 1

@@ -27,7 +27,7 @@ from livekit.agents import vad as vad_module
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN
 from livekit.plugins import openai as openai_plugin
 
-from pool import ConnectionPool, ResourceSpec, Settings, openai_spec
+from pool import ConnectionPool, Meter, ResourceSpec, Settings, openai_spec
 from pool.prometheus import TIME_TO_FIRST_TOKEN
 from pool.settings import Provider
 
@@ -61,11 +61,19 @@ class FirstTokenLLM(llm.LLM[Any]):
     """Wraps a provider's LLM: no token within ``deadline_s`` fails the attempt, the
     attempt is never retried once output was sent, and time to first token is recorded."""
 
-    def __init__(self, inner: llm.LLM[Any], *, provider: str, deadline_s: float) -> None:
+    def __init__(
+        self,
+        inner: llm.LLM[Any],
+        *,
+        provider: str,
+        deadline_s: float,
+        meter: Meter | None = None,
+    ) -> None:
         super().__init__()
         self.inner = inner
         self.provider_name = provider
         self.deadline_s = deadline_s
+        self.meter = meter  # told about stalls, which the HTTP layer sees as successes
         self._label = f"{provider}:{inner.model}"
 
     @property
@@ -140,9 +148,12 @@ class _FirstTokenStream(llm.LLMStream):
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
-                    raise APITimeoutError(
+                    error = APITimeoutError(
                         f"{outer.provider_name} sent no token within {outer.deadline_s:.1f} s"
-                    ) from None
+                    )
+                    if outer.meter is not None:
+                        outer.meter.stalled(error)
+                    raise error from None
                 if (
                     not first_token
                     and chunk.delta
@@ -174,6 +185,7 @@ async def build_llm(pool: ConnectionPool) -> llm.LLM[Any]:
             openai_plugin.LLM(client=client, model=provider.model or settings.llm_model),
             provider=provider.name,
             deadline_s=settings.llm_ttft_deadline_s,
+            meter=pool.meter(provider.name),
         )
         for provider, client in await _clients(pool, settings.llm_providers)
     ]
