@@ -202,22 +202,25 @@ async def entrypoint(ctx: JobContext) -> None:
         pool.register(spec)
     # the first user turn should find every connection open: warm while the room connects
     warming = asyncio.create_task(pool.warm(), name="pool-warm")
-    memory = await open_memory_service(pool)
+    opening = asyncio.create_task(open_memory_service(pool), name="memory-open")
 
     async def shut_down() -> None:
         if userdata is not None and userdata.post_turn is not None:
             await userdata.post_turn.aclose(deadline_s=3.0)
-        left = await memory.aclose(deadline_s=5.0)
-        if left:
-            logger.warning("%d memory writes will be replayed at the next start", left)
-        warming.cancel()
-        await asyncio.gather(warming, return_exceptions=True)
+        if opening.done() and not opening.cancelled() and opening.exception() is None:
+            left = await opening.result().aclose(deadline_s=5.0)
+            if left:
+                logger.warning("%d memory writes will be replayed at the next start", left)
+        for task in (opening, warming):
+            task.cancel()
+        await asyncio.gather(opening, warming, return_exceptions=True)
         await pool.aclose()
 
     userdata: SessionData | None = None
     ctx.add_shutdown_callback(shut_down)
 
     await ctx.connect()
+    memory = await opening
     user_id = settings.user_id if ctx.is_fake_job() else (await ctx.wait_for_participant()).identity
 
     assistant = await prepare_assistant(memory, user_id)
