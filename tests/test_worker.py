@@ -7,6 +7,7 @@ import json
 import signal
 import socket
 import sqlite3
+import urllib.request
 import subprocess
 import sys
 import time
@@ -113,3 +114,37 @@ def test_sigterm_during_a_job_flushes_memory_and_closes_the_pool(
     assert ("CONTEXT", "conversation_summary", "Lives in Paris.") in rows
     assert pending == 0
     assert "connection pool closed" in child.logfile_read.getvalue()
+
+
+def test_the_pool_metrics_are_served_on_the_worker_metrics_port(
+    server: OpenAIServer, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = agent_env(
+        tmp_path,
+        OPENAI_BASE_URL=server.base_url,
+        OPENAI_API_KEY=SECRET_MARKER,
+        PROMETHEUS_PORT=str(port),
+    )
+    child = spawn_console(env, tmp_path)
+    try:
+        child.expect("Type to talk", timeout=90)
+        child.send("hello metrics\r")
+        child.expect("You said: hello metrics", timeout=60)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            exposition = response.read().decode()
+        child.sendcontrol("c")
+        child.expect(pexpect.EOF, timeout=60)
+    finally:
+        child.close(force=True)
+
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in exposition.splitlines()
+        if line.startswith("agent_")
+    }
+    assert samples['agent_pool_requests_total{outcome="success",resource="openai"}'] >= 2
+    assert samples['agent_pool_breaker_state{resource="openai"}'] == 0.0
+    assert any(k.startswith("agent_pool_request_duration_seconds_bucket") for k in samples)
+    assert any(k.startswith("agent_llm_time_to_first_token_seconds_count") for k in samples)
+    assert SECRET_MARKER not in exposition
