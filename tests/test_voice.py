@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from livekit.plugins import silero
 
 from agent import Assistant, build_session
-from pool import ConnectionPool
+from pool import ConnectionPool, Settings, get_pool
+from pool.settings import Provider
 from tests.support.audio_io import CapturedAudio, SpeechInput, espeak_available, speak_to_frames
-from tests.support.openai_server import OpenAIServer, Rule, has_tool_result, last_user_text
+from tests.support.openai_server import (
+    Fault,
+    OpenAIServer,
+    Rule,
+    has_tool_result,
+    last_user_text,
+)
 from tools.session import SessionData
 
 pytestmark = pytest.mark.slow
@@ -44,6 +52,7 @@ async def wait_until(condition, timeout: float = 20.0) -> None:  # type: ignore[
 async def voice_turn(
     pool: ConnectionPool, vad: silero.VAD, tmp_path: Path, server: OpenAIServer, transcript: str
 ) -> tuple[CapturedAudio, SpeechInput]:
+    """One spoken turn; ``server`` is the one that transcribes and speaks."""
     server.transcripts.append(transcript)
     userdata = SessionData(pool=pool, settings=pool.settings, user_id="voice-user")
     speech, captured = SpeechInput(), CapturedAudio()
@@ -95,3 +104,45 @@ async def test_a_tool_call_by_voice(
     assert '"health":"HEALTHY"' in tool_output[0]["content"]
     assert server.bodies("/audio/speech")[-1]["input"] == "All my connections are healthy."
     assert captured.seconds >= 0.25
+
+
+async def test_stt_and_tts_fail_over_to_the_next_provider(
+    settings: Settings, vad: silero.VAD, tmp_path: Path, server: OpenAIServer
+) -> None:
+    with OpenAIServer() as backup:
+        chain = (
+            Provider(name="primary", base_url=server.base_url),
+            Provider(name="backup", base_url=backup.base_url),
+        )
+        server.script(
+            Rule(path="/audio/transcriptions", fault=Fault(status=500), times=None),
+            Rule(path="/audio/speech", fault=Fault(status=503), times=None),
+            Rule(text="The backup heard you.", when=lambda b: "weather" in last_user_text(b)),
+        )
+        backup.transcripts.append("what's the weather like")
+        pool = get_pool(replace(settings, stt_providers=chain, tts_providers=chain))
+        userdata = SessionData(pool=pool, settings=pool.settings, user_id="voice-user")
+        speech, captured = SpeechInput(), CapturedAudio()
+        utterance = speak_to_frames("What is the weather like today?", tmp_path)
+        try:
+            session = await build_session(pool, userdata, vad)
+            session.input.audio, session.output.audio = speech, captured
+            async with session:
+                await session.start(Assistant())
+                speech.say(utterance)
+                # livekit's STT FallbackAdapter switches providers but does not replay the
+                # failed utterance to the next one: the user has to say it again
+                await wait_until(lambda: pool.stats()["resources"]["primary"]["failures"] >= 1)
+                await asyncio.sleep(0.5)
+                speech.say(utterance)
+                await wait_until(lambda: captured.seconds >= 0.25)
+                speech.close()
+            stats = pool.stats()["resources"]
+        finally:
+            await pool.aclose()
+
+        assert backup.count("/audio/transcriptions") >= 1
+        assert backup.bodies("/audio/speech")[0]["input"] == "The backup heard you."
+        assert server.count("/audio/speech") >= 1  # the primary was asked first, and failed
+        assert stats["primary"]["failures"] >= 2
+        assert stats["backup"]["health"] == "HEALTHY"

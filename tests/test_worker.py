@@ -7,10 +7,10 @@ import json
 import signal
 import socket
 import sqlite3
-import urllib.request
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pexpect

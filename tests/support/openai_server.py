@@ -264,7 +264,12 @@ class OpenAIServer:
         form = await request.post()
         audio = form.get("file")
         size = len(audio.file.read()) if hasattr(audio, "file") else 0
-        self._record(request, {"model": str(form.get("model", "")), "audio_bytes": size})
+        body = {"model": str(form.get("model", "")), "audio_bytes": size}
+        self._record(request, body)
+        rule = self._take_rule(request.path, body)
+        faulted = await self._apply_fault(request, rule.fault if rule else None)
+        if faulted is not None:
+            return faulted
         with self._lock:
             text = self.transcripts.pop(0) if self.transcripts else self.default_transcript
         return web.json_response({"text": text})
