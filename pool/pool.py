@@ -29,7 +29,14 @@ from .meter import Meter
 from .metrics import ResourceMetrics
 from .redact import redact
 from .resilience import CircuitBreaker, RetryBudget, RetryPolicy
-from .resources import ResourceSpec, http_spec, openai_limits, openai_spec, openai_timeout
+from .resources import (
+    PLACEHOLDER_KEY,
+    ResourceSpec,
+    http_spec,
+    openai_limits,
+    openai_spec,
+    openai_timeout,
+)
 from .settings import Settings
 from .transport import MeteredSyncTransport
 
@@ -152,7 +159,7 @@ class ConnectionPool:
                     httpx2.HTTPTransport(limits=openai_limits(self.settings)), meter
                 )
                 self._sync_openai = OpenAI(
-                    api_key=self.settings.openai_api_key or "no-key-local-server",
+                    api_key=self.settings.openai_api_key or PLACEHOLDER_KEY,
                     base_url=self.settings.openai_base_url,
                     max_retries=0,
                     http_client=httpx2.Client(

@@ -17,7 +17,7 @@ from .transport import MeteredAsyncTransport, aiohttp_trace_config
 T = TypeVar("T")
 
 # a local OpenAI-compatible server takes any key, but the SDK refuses to start without one
-_PLACEHOLDER_KEY = "no-key-local-server"
+PLACEHOLDER_KEY = "no-key-local-server"
 
 
 def _never_closed(client: object) -> bool:
@@ -68,7 +68,7 @@ def openai_spec(
             meter,
         )
         return openai.AsyncOpenAI(
-            api_key=api_key or settings.openai_api_key or _PLACEHOLDER_KEY,
+            api_key=api_key or settings.openai_api_key or PLACEHOLDER_KEY,
             base_url=url,
             # one retry layer per call: livekit's APIConnectOptions, or our RetryPolicy
             max_retries=0,

@@ -127,6 +127,8 @@ async def test_a_value_cached_by_one_process_is_a_hit_in_another(
         await pool.cache.invalidate(key)
         with pytest.raises(AssertionError):
             await pool.cache.cached_async_call(key, must_not_run)
-        assert layer in pool.stats()["resources"] or "sqlite-cache" in pool.stats()["resources"]
+        # the named layer itself answered: its client made the reads and the delete
+        shared = pool.stats()["resources"]["redis" if layer == "redis" else "sqlite-cache"]
+        assert shared["successes"] >= 3
     finally:
         await pool.aclose()
