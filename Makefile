@@ -5,15 +5,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test check format bench system-deps
+.PHONY: run test check format bench system-deps livekit-server
 
 run: $(INSTALLED) system-deps .env
 	$(PY) agent.py console --text
 
-test: $(INSTALLED) system-deps
+# the suite starts its own PostgreSQL, Redis and LiveKit servers on free loopback ports
+test: $(INSTALLED) system-deps livekit-server
 	$(PY) -m pytest
 
-check: $(INSTALLED)
+check: $(INSTALLED) system-deps livekit-server
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) -m mypy
@@ -36,11 +37,14 @@ $(INSTALLED): requirements.txt
 	cp .env.example .env
 	@echo "Created .env from .env.example: set OPENAI_API_KEY (or OPENAI_BASE_URL) in it."
 
-# PortAudio for the console (sounddevice), espeak-ng for the spoken-audio test.
+# PortAudio for the console (sounddevice), espeak-ng for spoken test audio, and the servers
+# the tests start themselves: PostgreSQL and Redis.
 system-deps:
 	@missing=""; \
 	ldconfig -p 2>/dev/null | grep -q 'libportaudio\.so\.2' || missing="$$missing libportaudio2"; \
 	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "Installing$$missing"; \
@@ -49,3 +53,8 @@ system-deps:
 	    echo "Missing system packages:$$missing. Install them with: sudo apt-get install$$missing"; \
 	  fi; \
 	fi
+
+# Built once per machine from its Go module into ~/.cache (about 5 minutes); the room tests
+# skip without it on a developer's machine, and fail under CI.
+livekit-server: $(INSTALLED)
+	@$(PY) -m tests.support.livekit_server build || echo "The room tests will not run without it."

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,18 @@ from . import local, network, voice
 from .report import chart, table
 from .rig import start_rig
 
-PG_ADMIN_DSN = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+@contextlib.contextmanager
+def postgres() -> Iterator[str]:
+    """TEST_DATABASE_URL, or a throwaway server for the length of the figure."""
+    given = os.environ.get("TEST_DATABASE_URL")
+    if given:
+        yield given
+        return
+    from tests.support.postgres import PostgresServer
+
+    with PostgresServer() as server:
+        yield server.dsn
 
 
 def machine() -> str:
@@ -60,7 +73,8 @@ def main() -> None:
         results["greeting_cache"] = asyncio.run(
             local.greeting_cache(rig, 100 if quick else 2000, 100)
         )
-        batches, note = asyncio.run(local.memory_batch(rig, 20 if quick else 100, PG_ADMIN_DSN))
+        with postgres() as pg_admin_dsn:
+            batches, note = asyncio.run(local.memory_batch(rig, 20 if quick else 100, pg_admin_dsn))
         results["memory_batch"] = batches
         if note:
             results["notes"] = [note]

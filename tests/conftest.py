@@ -1,13 +1,20 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from pytest_redis import factories
 
 from pool import ConnectionPool, Settings, get_pool
+from tests.support.livekit_server import LiveKitServer, LiveKitUnavailableError, ensure_binary
 from tests.support.openai_server import OpenAIServer
+
+# a throwaway redis-server on a free port, started on first use (see the redis_url fixture)
+redis_proc = factories.redis_proc(port=None)
 
 SECRET_MARKER = "sk-test-SECRET-MARKER-7f3a9c"
 
@@ -18,16 +25,6 @@ def service_reachable(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def require_service(name: str, host: str, port: int) -> None:
-    """Skip on a developer's machine without the service; fail loudly under CI."""
-    if service_reachable(host, port):
-        return
-    message = f"{name} is not reachable at {host}:{port}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message}, and CI=true requires it.")
-    pytest.skip(f"{message}; start it to run this test.")
 
 
 @pytest.fixture(scope="session")
@@ -60,28 +57,77 @@ async def pool(settings: Settings) -> AsyncIterator[ConnectionPool]:
     await pool.aclose()
 
 
-# -- memory backends ----------------------------------------------------------------------
+# -- servers the suite starts itself ---------------------------------------------------------
 
-PG_ADMIN_DSN = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SUPABASE_TEST_KEY = "service-role-test-key-5b1e"
 
 
+def missing(message: str) -> None:
+    """Skip on a developer's machine without the service; fail loudly under CI."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}, and CI=true requires it.", pytrace=False)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
-def pg_dsn() -> Iterator[str]:
-    """A throwaway database on the local PostgreSQL, with the migration applied by the store."""
+def pg_admin_dsn() -> Iterator[str]:
+    """A superuser DSN: TEST_DATABASE_URL, or a throwaway server for this test session."""
+    from tests.support.postgres import PostgresServer, ServiceMissingError
+
+    given = os.environ.get("TEST_DATABASE_URL")
+    if given:
+        parts = urlsplit(given)
+        if not service_reachable(parts.hostname or "127.0.0.1", parts.port or 5432):
+            missing(f"TEST_DATABASE_URL names {parts.hostname}:{parts.port}, which does not answer")
+        yield given
+        return
+    try:
+        server = PostgresServer()
+    except ServiceMissingError as exc:
+        missing(str(exc))
+    with server:
+        yield server.dsn
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """TEST_REDIS_URL, or a throwaway redis-server (pytest-redis) for this test session."""
+    given = os.environ.get("TEST_REDIS_URL")
+    if given:
+        parts = urlsplit(given)
+        if not service_reachable(parts.hostname or "127.0.0.1", parts.port or 6379):
+            missing(f"TEST_REDIS_URL names {parts.hostname}:{parts.port}, which does not answer")
+        return given
+    if shutil.which("redis-server") is None:
+        missing("redis-server is not installed; `make test` installs it when run as root")
+    proc = request.getfixturevalue("redis_proc")
+    return f"redis://{proc.host}:{proc.port}/0"
+
+
+@pytest.fixture(scope="session")
+def livekit() -> Iterator[LiveKitServer]:
+    """A dev-mode LiveKit server on loopback, built from its Go module on first use."""
+    try:
+        binary = ensure_binary()
+    except LiveKitUnavailableError as exc:
+        missing(str(exc))
+    with LiveKitServer(binary) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(pg_admin_dsn: str) -> Iterator[str]:
+    """A throwaway database on the test PostgreSQL, with the migration applied."""
     import asyncio
     import uuid
     from concurrent.futures import ThreadPoolExecutor
-    from urllib.parse import urlsplit, urlunsplit
 
     import asyncpg
 
-    parts = urlsplit(PG_ADMIN_DSN)
-    require_service("PostgreSQL", parts.hostname or "127.0.0.1", parts.port or 5432)
     name = f"agent_test_{uuid.uuid4().hex[:10]}"
 
     async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(PG_ADMIN_DSN)
+        conn = await asyncpg.connect(pg_admin_dsn)
         try:
             await conn.execute(sql)
         finally:
@@ -93,13 +139,21 @@ def pg_dsn() -> Iterator[str]:
             executor.submit(asyncio.run, admin(sql)).result(60)
 
     run(f'CREATE DATABASE "{name}"')
-    dsn = urlunsplit(parts._replace(path=f"/{name}"))
+    dsn = database_dsn(pg_admin_dsn, name)
     try:
         with ThreadPoolExecutor(1) as executor:
             executor.submit(asyncio.run, migrate(dsn)).result(60)
         yield dsn
     finally:
         run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def database_dsn(admin_dsn: str, name: str) -> str:
+    return urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{name}"))
+
+
+def dsn_port(dsn: str) -> int:
+    return urlsplit(dsn).port or 5432
 
 
 @pytest.fixture(scope="session")

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_service
-
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-def test_a_quick_bench_run_writes_every_figure(tmp_path: Path) -> None:
-    require_service("PostgreSQL", "127.0.0.1", 5432)
+def test_a_quick_bench_run_writes_every_figure(tmp_path: Path, pg_admin_dsn: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
         cwd=ROOT,
+        env={**os.environ, "TEST_DATABASE_URL": pg_admin_dsn},
         capture_output=True,
         text=True,
         timeout=300,

@@ -13,10 +13,8 @@ import pytest
 
 from pool import Settings, get_pool
 from pool.cache import Cache
-from tests.conftest import require_service
 
 ROOT = Path(__file__).resolve().parent.parent
-REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
 async def test_100_concurrent_misses_make_one_upstream_call(settings: Settings) -> None:
@@ -101,12 +99,11 @@ def fill_from_another_process(sqlite_path: str, redis_url: str, key: str, value:
 
 @pytest.mark.parametrize("layer", ["sqlite", "redis"])
 async def test_a_value_cached_by_one_process_is_a_hit_in_another(
-    layer: str, settings: Settings
+    layer: str, settings: Settings, request: pytest.FixtureRequest
 ) -> None:
     redis_url = ""
     if layer == "redis":
-        require_service("Redis", "127.0.0.1", 6379)
-        redis_url = REDIS_URL
+        redis_url = request.getfixturevalue("redis_url")
     key = f"greeting:{uuid.uuid4().hex}"
     await asyncio.to_thread(
         fill_from_another_process,

@@ -11,7 +11,7 @@ import pytest
 
 from agent import INSTRUCTIONS, Assistant, build_session, prepare_assistant
 from pool import Settings, get_pool
-from tests.conftest import SECRET_MARKER
+from tests.conftest import SECRET_MARKER, dsn_port
 from tests.support.console import agent_env, spawn_console
 from tests.support.openai_server import (
     OpenAIServer,
@@ -104,7 +104,7 @@ async def test_a_slow_store_does_not_hold_the_session_and_memories_arrive_later(
     from tests.conftest import truncate
 
     await truncate(pg_dsn)
-    proxy = TcpProxy("127.0.0.1", 5432, rtt_s=0.25).start()
+    proxy = TcpProxy("127.0.0.1", dsn_port(pg_dsn), rtt_s=0.25).start()
     slow = replace(
         settings,
         memory_backend="postgres",

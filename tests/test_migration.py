@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from pool import Settings, get_pool
-from tests.conftest import PG_ADMIN_DSN, require_service
+from tests.conftest import database_dsn
 from tools.stores import memory_store
 from tools.stores.postgres import apply_migration
 
@@ -18,14 +17,12 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-async def empty_db() -> AsyncIterator[str]:
-    parts = urlsplit(PG_ADMIN_DSN)
-    require_service("PostgreSQL", parts.hostname or "127.0.0.1", parts.port or 5432)
+async def empty_db(pg_admin_dsn: str) -> AsyncIterator[str]:
     name = f"agent_migration_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    admin = await asyncpg.connect(pg_admin_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield urlunsplit(parts._replace(path=f"/{name}"))
+        yield database_dsn(pg_admin_dsn, name)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()

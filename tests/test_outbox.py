@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 
 from pool import Settings, get_pool
+from tests.conftest import dsn_port
 from tests.support.tcp_proxy import TcpProxy
 from tools.memory import Write
 from tools.stores import open_memory_service
@@ -41,8 +42,8 @@ def with_thread(coro) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def pg_proxy() -> Iterator[TcpProxy]:
-    proxy = TcpProxy("127.0.0.1", 5432).start()
+def pg_proxy(pg_admin_dsn: str) -> Iterator[TcpProxy]:
+    proxy = TcpProxy("127.0.0.1", dsn_port(pg_admin_dsn)).start()
     yield proxy
     proxy.stop()
 
@@ -105,7 +106,7 @@ def test_sigkill_in_the_middle_of_flushing_loses_no_acknowledged_save(
     clean_pg: str, tmp_path: Path
 ) -> None:
     # a slow link, so the kill lands while batches are still being flushed
-    proxy = TcpProxy("127.0.0.1", 5432, rtt_s=0.04).start()
+    proxy = TcpProxy("127.0.0.1", dsn_port(clean_pg), rtt_s=0.04).start()
     outbox = str(tmp_path / "outbox.db")
     command = [
         sys.executable,
