@@ -24,7 +24,9 @@ from livekit.agents import (
     function_tool,
     llm,
 )
+from livekit import rtc
 from livekit.agents import vad as vad_module
+from livekit.agents.voice import room_io
 from livekit.plugins import silero
 
 from pool import ConfigError, ConnectionPool, Settings, get_pool, install_log_redaction, redact
@@ -44,6 +46,8 @@ from tools.session import SessionData
 from tools.stores import memory_spec, open_memory_service
 
 logger = logging.getLogger("agent")
+# job processes import this module without running main(): redact there too
+install_log_redaction()
 
 INSTRUCTIONS = """You are a friendly voice assistant who remembers the people you talk to.
 Keep answers short and speakable: no lists, markdown, emojis or symbols.
@@ -190,6 +194,7 @@ _background: set[asyncio.Task[None]] = set()
 
 def prewarm(proc: JobProcess) -> None:
     """Runs once per job process, before its event loop exists: no network here."""
+    install_log_redaction()
     proc.userdata["settings"] = Settings.from_env()
     proc.userdata["vad"] = silero.VAD.load()
 
@@ -221,7 +226,14 @@ async def entrypoint(ctx: JobContext) -> None:
 
     await ctx.connect()
     memory = await opening
-    user_id = settings.user_id if ctx.is_fake_job() else (await ctx.wait_for_participant()).identity
+    if ctx.is_fake_job():
+        user_id = settings.user_id
+    else:
+        person = await wait_for_person(ctx, settings.participant_wait_s)
+        if person is None:
+            ctx.shutdown(reason="no participant joined")
+            return
+        user_id = person.identity
 
     assistant = await prepare_assistant(memory, user_id)
     # composed (or found in the cache) while the session starts
@@ -233,8 +245,26 @@ async def entrypoint(ctx: JobContext) -> None:
     )
     session = await build_session(pool, userdata, ctx.proc.userdata.get("vad"))
     follow_turns(session, post_turn)
-    await session.start(agent=assistant, room=ctx.room)
+    # the job ends with its conversation: the person left, or the session failed for good
+    session.on("close", lambda _: ctx.shutdown(reason="session closed"))
+    await session.start(
+        agent=assistant,
+        room=ctx.room,
+        # the memory belongs to this person: nobody else who joins is heard as them
+        room_options=room_io.RoomOptions(participant_identity=user_id),
+    )
     session.say(await first_words(greeting))
+
+
+async def wait_for_person(ctx: JobContext, timeout_s: float) -> rtc.RemoteParticipant | None:
+    """The person this job is for: the first one in the room (livekit's own wait has no
+    timeout, and a room nobody joins must not hold a job process forever)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await ctx.wait_for_participant()
+    except TimeoutError:
+        logger.info("nobody joined room %s within %.0f s; ending the job", ctx.room.name, timeout_s)
+        return None
 
 
 async def first_words(greeting: asyncio.Task[str]) -> str:

@@ -72,6 +72,8 @@ class Settings:
     memory_max_in_flight: int = 16
 
     user_id: str = "console-user"
+    # how long a room job waits for its person before it ends
+    participant_wait_s: float = 60.0
     redis_url: str | None = field(default=None, repr=False)
     greeting_ttl_s: float = 300.0
     greeting_cache_size: int = 100
@@ -168,6 +170,7 @@ class Settings:
             memory_ops_per_second=reader.positive("MEMORY_OPS_PER_SECOND", float, 200.0),
             memory_max_in_flight=reader.positive("MEMORY_MAX_IN_FLIGHT", int, 16),
             user_id=reader.text("USER_ID", cls.user_id),
+            participant_wait_s=reader.positive("PARTICIPANT_WAIT_S", float, 60.0),
             redis_url=reader.optional("REDIS_URL"),
             greeting_ttl_s=reader.positive("GREETING_TTL_S", float, 300.0),
             greeting_cache_size=reader.positive("GREETING_CACHE_SIZE", int, 100),

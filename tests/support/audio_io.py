@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import subprocess
 import time
+import uuid
 import wave
 from pathlib import Path
 
@@ -21,9 +22,15 @@ def espeak_available() -> bool:
     return shutil.which("espeak-ng") is not None
 
 
-def speak_to_frames(text: str, workdir: Path) -> list[rtc.AudioFrame]:
-    """Synthesize ``text`` with espeak-ng and cut it into 20 ms frames at 24 kHz."""
-    path = workdir / "speech.wav"
+def speak_to_frames(
+    text: str, workdir: Path, *, tone_hz: int | None = None
+) -> list[rtc.AudioFrame]:
+    """Synthesize ``text`` with espeak-ng and cut it into 20 ms frames at 24 kHz.
+
+    ``tone_hz`` mixes a quiet sine under the voice: a signature the test server's STT reads
+    back (``OpenAIServer.transcripts_by_tone``) to tell several speakers apart.
+    """
+    path = workdir / f"speech-{uuid.uuid4().hex[:8]}.wav"
     subprocess.run(["espeak-ng", "-s", "150", "-w", str(path), text], check=True, timeout=30)
     with wave.open(str(path), "rb") as source:
         rate = source.getframerate()
@@ -34,6 +41,12 @@ def speak_to_frames(text: str, workdir: Path) -> list[rtc.AudioFrame]:
     )
     resampled += resampler.flush()
     samples = np.concatenate([np.frombuffer(bytes(f.data), dtype=np.int16) for f in resampled])
+    path.unlink(missing_ok=True)
+    if tone_hz is not None:
+        t = np.arange(samples.size) / SAMPLE_RATE
+        voiced = np.abs(samples.astype(np.float64)) > 0
+        tone = 1500 * np.sin(2 * np.pi * tone_hz * t) * voiced
+        samples = np.clip(samples + tone, -32768, 32767).astype(np.int16)
     step = SAMPLE_RATE * FRAME_MS // 1000
     return [
         rtc.AudioFrame(

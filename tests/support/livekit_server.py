@@ -28,8 +28,9 @@ from tests.support.ports import free_tcp_port, free_udp_port
 
 VERSION = "v1.13.5"
 MODULE = "github.com/livekit/livekit-server/cmd/server"
-API_KEY = "devkey"  # what `--dev` accepts
-API_SECRET = "secret"
+API_KEY = "devkey"
+# --dev's own secret ("secret") is too short for a 256-bit HMAC; PyJWT warns on every token
+API_SECRET = "local-livekit-secret-for-tests-and-make-room"
 
 
 class LiveKitUnavailableError(RuntimeError):
@@ -104,6 +105,7 @@ def loopback_config(port: int, tcp_port: int, udp_port: int) -> str:
                 "enable_loopback_candidate": True,
                 "interfaces": {"includes": ["lo"]},
             },
+            "keys": {API_KEY: API_SECRET},
             "logging": {"level": "info"},
         }
     )

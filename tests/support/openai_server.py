@@ -107,6 +107,8 @@ class OpenAIServer:
         self.rules: list[Rule] = []
         self.transcripts: list[str] = []
         self.default_transcript = "hello"
+        # tone (Hz) mixed under a speaker's voice → what that speaker said
+        self.transcripts_by_tone: dict[int, str] = {}
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.connections = 0
         self.latency_s = 0.0  # added to every response, e.g. to simulate a slow model
@@ -133,6 +135,8 @@ class OpenAIServer:
         with self._lock:
             self.rules.clear()
             self.transcripts.clear()
+            self.transcripts_by_tone.clear()
+            self.default_transcript = "hello"
             self.requests.clear()
             self.connections = 0
             self.latency_s = 0.0
@@ -263,16 +267,36 @@ class OpenAIServer:
     async def _transcription(self, request: web.Request) -> web.Response:
         form = await request.post()
         audio = form.get("file")
-        size = len(audio.file.read()) if hasattr(audio, "file") else 0
-        body = {"model": str(form.get("model", "")), "audio_bytes": size}
+        data = audio.file.read() if hasattr(audio, "file") else b""
+        body = {"model": str(form.get("model", "")), "audio_bytes": len(data)}
         self._record(request, body)
         rule = self._take_rule(request.path, body)
         faulted = await self._apply_fault(request, rule.fault if rule else None)
         if faulted is not None:
             return faulted
         with self._lock:
-            text = self.transcripts.pop(0) if self.transcripts else self.default_transcript
+            text = self._by_tone(data)
+            if text is None:
+                text = self.transcripts.pop(0) if self.transcripts else self.default_transcript
         return web.json_response({"text": text})
+
+    def _by_tone(self, wav: bytes) -> str | None:
+        """The transcript of the speaker whose signature tone is loudest in ``wav``."""
+        if not self.transcripts_by_tone or not wav:
+            return None
+        import numpy as np
+
+        with wave.open(io.BytesIO(wav)) as source:
+            rate = source.getframerate()
+            samples = np.frombuffer(source.readframes(source.getnframes()), dtype=np.int16)
+        spectrum = np.abs(np.fft.rfft(samples.astype(np.float64)))
+        freqs = np.fft.rfftfreq(samples.size, 1 / rate)
+
+        def power(hz: int) -> float:
+            return float(spectrum[(freqs > hz - 20) & (freqs < hz + 20)].sum())
+
+        loudest = max(self.transcripts_by_tone, key=power)
+        return self.transcripts_by_tone[loudest]
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

@@ -1,0 +1,290 @@
+"""The agent where its users meet it: a real LiveKit room on a local server, the worker
+as a real process (`python agent.py start`), and people who join with the LiveKit SDK,
+speak espeak-ng sentences into a microphone track and listen to the agent's audio."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from livekit import api
+
+from tests.support.audio_io import speak_to_frames
+from tests.support.livekit_server import API_KEY, API_SECRET, LiveKitServer
+from tests.support.openai_server import (
+    OpenAIServer,
+    Rule,
+    has_tool_result,
+    last_user_text,
+    system_text,
+)
+from tests.support.person import Person
+from tests.support.worker import Worker, room_env
+from tools.greeting import GENERIC_GREETING
+
+pytestmark = pytest.mark.slow
+
+KEY = "marker-provider-key-Qx7Zr2"  # not sk-shaped: only the pool's own redaction hides it
+
+
+def room() -> str:
+    return f"room-{uuid.uuid4().hex[:8]}"
+
+
+def job_lines(worker: Worker, room_name: str) -> list[dict[str, object]]:
+    lines = []
+    for line in worker.output().splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            if record.get("room") == room_name:
+                lines.append(record)
+    return lines
+
+
+def job_pids(worker: Worker, room_name: str) -> set[object]:
+    """The processes that ran the session of ``room_name``."""
+    return {
+        record["pid"]
+        for record in job_lines(worker, room_name)
+        if record.get("message") == "RoomIO linked to participant"
+    }
+
+
+def memories(workdir: Path, user: str) -> dict[str, str]:
+    with sqlite3.connect(workdir / "memory.db") as db:
+        return dict(
+            db.execute(
+                "SELECT key, value FROM memories WHERE user_id = ? AND category = 'FACT'", (user,)
+            ).fetchall()
+        )
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("room-worker")
+
+
+@pytest.fixture(scope="module")
+def worker(livekit: LiveKitServer, openai_server: OpenAIServer, workdir: Path) -> Iterator[Worker]:
+    with Worker(livekit, workdir, **room_env(openai_server.base_url, OPENAI_API_KEY=KEY)) as w:
+        yield w
+
+
+async def greeted(person: Person) -> None:
+    await person.until(lambda: person.heard.sound_starts and person.said_by_agent(), 30, "greeting")
+
+
+async def ask(person: Person, server: OpenAIServer, transcript: str, text: str, tmp: Path) -> float:
+    """Say ``text`` (the test server transcribes it as ``transcript``); wait for the audible
+    reply; return end of speech → first reply sound, in seconds."""
+    server.transcripts.append(transcript)
+    replies = len(person.said_by_agent())
+    ended = await person.say_and_wait(speak_to_frames(text, tmp))
+    await person.until(lambda: person.first_sound_after(ended), 30, f"a reply to {text!r}")
+    await person.until(lambda: len(person.said_by_agent()) > replies, 30, "the reply's text")
+    heard = person.first_sound_after(ended)
+    assert heard is not None
+    return heard - ended
+
+
+async def test_a_person_joining_a_new_room_is_greeted_by_a_job_process(
+    livekit: LiveKitServer, worker: Worker, server: OpenAIServer
+) -> None:
+    name = room()
+    async with Person(livekit.url, "greta", name) as greta:
+        await greeted(greta)
+
+    assert greta.said_by_agent()[0] == GENERIC_GREETING  # a new user
+    assert greta.heard.peak_rms > 1000  # real sound, not silence
+    assert greta.heard.sound_s >= 0.2
+    assert worker.process is not None
+    assert job_pids(worker, name) - {worker.process.pid}
+
+
+async def test_a_spoken_turn_is_answered_in_text_and_audio(
+    livekit: LiveKitServer,
+    worker: Worker,
+    server: OpenAIServer,
+    tmp_path: Path,
+    record_property: object,
+) -> None:
+    server.script(Rule(text="It is sunny.", when=lambda b: "weather" in last_user_text(b)))
+    async with Person(livekit.url, "sam", room()) as sam:
+        await greeted(sam)
+        latency = await ask(
+            sam, server, "what's the weather like", "What is the weather like?", tmp_path
+        )
+
+    assert sam.said_by_agent()[-1] == "It is sunny."
+    assert [line.text for line in sam.lines if line.speaker == "user"] == [
+        "what's the weather like"
+    ]
+    assert {"listening", "thinking", "speaking"} <= set(sam.agent_states)
+    record_property("eos_to_first_reply_audio_ms", round(latency * 1000))  # type: ignore[operator]
+    print(f"end of speech -> first reply audio: {latency * 1000:.0f} ms")
+
+
+async def test_memory_follows_the_person_into_the_next_room(
+    livekit: LiveKitServer, worker: Worker, server: OpenAIServer, workdir: Path, tmp_path: Path
+) -> None:
+    server.script(
+        Rule(
+            tool_calls=[("saveMemory", {"category": "FACT", "key": "name", "value": "Ada"})],
+            when=lambda b: "my name is Ada" in last_user_text(b) and not has_tool_result(b),
+        ),
+        Rule(text="I will remember that, Ada.", when=has_tool_result),
+    )
+    first = room()
+    async with Person(livekit.url, "ada", first) as ada:
+        await greeted(ada)
+        await ask(ada, server, "remember that my name is Ada", "Remember my name.", tmp_path)
+    assert memories(workdir, "ada") == {"name": "Ada"}
+
+    server.script(
+        Rule(
+            text="Welcome back, Ada!",
+            when=lambda b: "returning user" in system_text(b) and "Ada" in str(b),
+        ),
+        Rule(
+            text="You are Ada.",
+            when=lambda b: last_user_text(b) == "who am I" and '"value": "Ada"' in system_text(b),
+        ),
+    )
+    second = room()
+    async with Person(livekit.url, "ada", second) as ada:
+        await greeted(ada)
+        await ask(ada, server, "who am I", "Who am I?", tmp_path)
+    assert ada.said_by_agent()[0] == "Welcome back, Ada!"
+    assert ada.said_by_agent()[-1] == "You are Ada."
+
+    # within the cache's TTL the third visit is greeted from the shared layer: no LLM call
+    greetings_before = sum("returning user" in system_text(b) for b in server.bodies("/chat"))
+    async with Person(livekit.url, "ada", room()) as ada:
+        await greeted(ada)
+    assert ada.said_by_agent()[0] == "Welcome back, Ada!"
+    assert (
+        sum("returning user" in system_text(b) for b in server.bodies("/chat")) == greetings_before
+    )
+
+    first_pids, second_pids = job_pids(worker, first), job_pids(worker, second)
+    assert first_pids and second_pids and not first_pids & second_pids  # a new job process
+
+
+async def test_pool_stats_asked_by_voice_show_reused_connections(
+    livekit: LiveKitServer, worker: Worker, server: OpenAIServer, tmp_path: Path
+) -> None:
+    asking = lambda b: "connections" in last_user_text(b)  # noqa: E731
+    server.script(
+        Rule(text="Fine, thanks.", when=lambda b: "how are you" in last_user_text(b)),
+        Rule(
+            tool_calls=[("getConnectionPoolStats", {})],
+            when=lambda b: asking(b) and not has_tool_result(b),
+        ),
+        Rule(text="My connections are healthy.", when=has_tool_result),
+    )
+    async with Person(livekit.url, "pat", room()) as pat:
+        await greeted(pat)
+        await ask(pat, server, "how are you", "How are you?", tmp_path)
+        await ask(pat, server, "how are your connections", "How are your connections?", tmp_path)
+
+    assert pat.said_by_agent()[-1] == "My connections are healthy."
+    tool = next(
+        m
+        for body in server.bodies("/chat/completions")
+        for m in body["messages"]
+        if m["role"] == "tool"
+    )
+    stats = json.loads(tool["content"])["resources"]["openai"]
+    assert stats["health"] == "HEALTHY"
+    # greeting, two turns, speech in and out: all over the connections warmed at the start
+    assert stats["connections_reused"] > stats["connections_opened"] >= 1
+    assert KEY not in tool["content"]
+
+
+async def test_the_agent_listens_only_to_the_person_its_job_is_for(
+    livekit: LiveKitServer, worker: Worker, server: OpenAIServer, tmp_path: Path, workdir: Path
+) -> None:
+    server.script(
+        Rule(
+            tool_calls=[("recallMemory", {})],
+            when=lambda b: "what do you know" in last_user_text(b) and not has_tool_result(b),
+            times=None,
+        ),
+    )
+    name = room()
+    async with Person(livekit.url, "owner", name) as owner:
+        await greeted(owner)
+        async with Person(livekit.url, "intruder", name) as intruder:
+            transcriptions = server.count("/audio/transcriptions")
+            server.transcripts.append("what do you know about me")
+            ended = await intruder.say_and_wait(
+                speak_to_frames("What do you know about me?", tmp_path)
+            )
+            await asyncio.sleep(2.0)  # time enough for a turn, had the agent listened
+            assert server.count("/audio/transcriptions") == transcriptions
+            assert owner.first_sound_after(ended) is None
+            server.transcripts.clear()
+
+            await owner.leave()
+            # the owner left: the session ends and the agent leaves with it
+            await asyncio.wait_for(intruder.agent_left.wait(), 20)
+            assert intruder.said_by_agent() == []
+
+
+async def test_a_room_nobody_joins_ends_its_job(
+    livekit: LiveKitServer, openai_server: OpenAIServer, tmp_path: Path
+) -> None:
+    env = room_env(openai_server.base_url, OPENAI_API_KEY=KEY, PARTICIPANT_WAIT_S="2")
+    with Worker(livekit, tmp_path, **env) as worker:
+        name = room()
+        async with api.LiveKitAPI(livekit.http_url, API_KEY, API_SECRET) as lk:
+            await lk.room.create_room(api.CreateRoomRequest(name=name, empty_timeout=30))
+            worker.wait_for(f"nobody joined room {name} within 2 s", 30)
+            # the job process leaves the room and is done
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                rooms = await lk.room.list_participants(api.ListParticipantsRequest(room=name))
+                if not rooms.participants:
+                    break
+                await asyncio.sleep(0.2)
+            assert not rooms.participants
+        assert "Traceback" not in worker.output()
+
+
+async def test_four_rooms_at_once_are_each_answered_and_keep_their_own_memory(
+    livekit: LiveKitServer, worker: Worker, server: OpenAIServer, workdir: Path, tmp_path: Path
+) -> None:
+    people = {"ana": 2600, "ben": 3100, "cai": 3600, "dee": 4100}
+    for who, tone in people.items():
+        server.transcripts_by_tone[tone] = f"i am {who}"
+        server.script(
+            Rule(
+                tool_calls=[("saveMemory", {"category": "FACT", "key": "name", "value": who})],
+                when=lambda b, who=who: (
+                    f"i am {who}" == last_user_text(b) and not has_tool_result(b)
+                ),
+            ),
+        )
+    server.script(Rule(text="Nice to meet you.", when=has_tool_result, times=None))
+
+    async def visit(who: str) -> list[str]:
+        async with Person(livekit.url, who, room()) as person:
+            await greeted(person)
+            # the tone under the voice lets the test server transcribe who is speaking
+            frames = speak_to_frames(f"I am {who}.", tmp_path, tone_hz=people[who])
+            ended = await person.say_and_wait(frames)
+            await person.until(lambda: person.first_sound_after(ended), 45, "a reply")
+            await person.until(lambda: "Nice to meet you." in person.said_by_agent(), 30, "text")
+            return person.said_by_agent()
+
+    heard = await asyncio.gather(*(visit(who) for who in people))
+
+    assert all("Nice to meet you." in said for said in heard)
+    # every save went to the user who said it, and to no one else
+    assert {who: memories(workdir, who) for who in people} == {who: {"name": who} for who in people}
