@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from dotenv import find_dotenv, load_dotenv
+from livekit import rtc
 from livekit.agents import (
     Agent,
     AgentServer,
@@ -24,7 +25,6 @@ from livekit.agents import (
     function_tool,
     llm,
 )
-from livekit import rtc
 from livekit.agents import vad as vad_module
 from livekit.agents.voice import room_io
 from livekit.plugins import silero
