@@ -42,7 +42,7 @@ from tools.memory_tools import (
 )
 from tools.pool_tools import cleanup_report, stats_report
 from tools.providers import build_llm, build_stt, build_tts, provider_specs
-from tools.session import SessionData
+from tools.session import GracefulSession, SessionData
 from tools.stores import memory_spec, open_memory_service
 
 logger = logging.getLogger("agent")
@@ -155,11 +155,16 @@ async def build_session(
     without one to cut the audio into utterances.
     """
     model = await build_llm(pool)
+    drain_s = pool.settings.turn_drain_s
     if vad is None:
-        return AgentSession[SessionData](
-            llm=model, userdata=userdata, turn_handling={"turn_detection": "manual"}
+        return GracefulSession(
+            drain_s=drain_s,
+            llm=model,
+            userdata=userdata,
+            turn_handling={"turn_detection": "manual"},
         )
-    return AgentSession[SessionData](
+    return GracefulSession(
+        drain_s=drain_s,
         stt=await build_stt(pool, vad),
         llm=model,
         tts=await build_tts(pool),
@@ -210,6 +215,9 @@ async def entrypoint(ctx: JobContext) -> None:
     opening = asyncio.create_task(open_memory_service(pool), name="memory-open")
 
     async def shut_down() -> None:
+        # livekit has closed the session by now (GracefulSession lets its reply in flight
+        # finish), so nothing uses the clients: learn from the last exchange, flush the
+        # writes, then close the pool
         if userdata is not None and userdata.post_turn is not None:
             await userdata.post_turn.aclose(deadline_s=3.0)
         if opening.done() and not opening.cancelled() and opening.exception() is None:
@@ -279,7 +287,14 @@ def build_server(settings: Settings) -> AgentServer:
     options: dict[str, Any] = {}
     if settings.agent_http_port is not None:
         options["port"] = settings.agent_http_port
-    server = AgentServer(setup_fnc=prewarm, prometheus_port=settings.prometheus_port, **options)
+    server = AgentServer(
+        setup_fnc=prewarm,
+        prometheus_port=settings.prometheus_port,
+        drain_timeout=round(settings.drain_timeout_s),
+        # room for finish_session and the memory flush before the process is killed
+        shutdown_process_timeout=settings.turn_drain_s + 15.0,
+        **options,
+    )
     server.rtc_session()(entrypoint)
     return server
 

@@ -74,6 +74,10 @@ class Settings:
     user_id: str = "console-user"
     # how long a room job waits for its person before it ends
     participant_wait_s: float = 60.0
+    # on SIGTERM, conversations may go on this long before their jobs are ended
+    drain_timeout_s: float = 3600.0
+    # a job being ended lets the reply in flight finish for this long
+    turn_drain_s: float = 5.0
     redis_url: str | None = field(default=None, repr=False)
     greeting_ttl_s: float = 300.0
     greeting_cache_size: int = 100
@@ -171,6 +175,8 @@ class Settings:
             memory_max_in_flight=reader.positive("MEMORY_MAX_IN_FLIGHT", int, 16),
             user_id=reader.text("USER_ID", cls.user_id),
             participant_wait_s=reader.positive("PARTICIPANT_WAIT_S", float, 60.0),
+            drain_timeout_s=reader.positive("DRAIN_TIMEOUT_S", float, 3600.0),
+            turn_drain_s=reader.positive("TURN_DRAIN_S", float, 5.0),
             redis_url=reader.optional("REDIS_URL"),
             greeting_ttl_s=reader.positive("GREETING_TTL_S", float, 300.0),
             greeting_cache_size=reader.positive("GREETING_CACHE_SIZE", int, 100),

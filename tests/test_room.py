@@ -18,6 +18,7 @@ from livekit import api
 from tests.support.audio_io import speak_to_frames
 from tests.support.livekit_server import API_KEY, API_SECRET, LiveKitServer
 from tests.support.openai_server import (
+    Fault,
     OpenAIServer,
     Rule,
     has_tool_result,
@@ -288,3 +289,85 @@ async def test_four_rooms_at_once_are_each_answered_and_keep_their_own_memory(
     assert all("Nice to meet you." in said for said in heard)
     # every save went to the user who said it, and to no one else
     assert {who: memories(workdir, who) for who in people} == {who: {"name": who} for who in people}
+
+
+# -- the worker under faults -----------------------------------------------------------------
+
+
+async def test_sigterm_mid_conversation_finishes_the_turn_and_loses_no_write(
+    livekit: LiveKitServer, server: OpenAIServer, tmp_path: Path
+) -> None:
+    learned = {"memories": [{"category": "FACT", "key": "city", "value": "Oslo"}]}
+    server.script(
+        Rule(
+            text="Oslo is lovely.",
+            when=lambda b: last_user_text(b) == "i live in oslo",
+            fault=Fault(delay_s=1.0),  # the reply is still on its way when SIGTERM lands
+        ),
+        Rule(text=json.dumps(learned), when=lambda b: "Extract facts" in system_text(b)),
+    )
+    env = room_env(server.base_url, OPENAI_API_KEY=KEY, DRAIN_TIMEOUT_S="1")
+    worker = Worker(livekit, tmp_path, **env).start()
+    try:
+        async with Person(livekit.url, "olga", room()) as olga:
+            await greeted(olga)
+            server.transcripts.append("i live in oslo")
+            ended = await olga.say_and_wait(speak_to_frames("I live in Oslo.", tmp_path))
+            await olga.until(lambda: server.count("/chat/completions") >= 1, 10, "the turn")
+            code = await asyncio.to_thread(worker.terminate)
+            assert olga.agent_left.is_set()
+    finally:
+        worker.terminate()
+
+    assert code == 0
+    assert olga.first_sound_after(ended) is not None  # the reply in flight was heard
+    assert "Oslo is lovely." in olga.said_by_agent()
+    assert memories(tmp_path, "olga") == {"city": "Oslo"}
+    with sqlite3.connect(tmp_path / "outbox.db") as outbox:
+        assert outbox.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+    output = worker.output()
+    assert "connection pool closed" in output
+    assert "was never awaited" not in output
+    assert "Traceback" not in output
+
+
+async def test_the_worker_reconnects_after_the_livekit_server_restarts(
+    openai_server: OpenAIServer, tmp_path: Path
+) -> None:
+    with LiveKitServer() as livekit:
+        env = room_env(openai_server.base_url, OPENAI_API_KEY=KEY)
+        with Worker(livekit, tmp_path, **env) as worker:
+            async with Person(livekit.url, "rita", room()) as rita:
+                await greeted(rita)
+            livekit.kill()
+            worker.wait_for("failed to connect to livekit, retrying", 60)
+            livekit.start()
+            worker.wait_for("registered worker", 90, count=2)
+            async with Person(livekit.url, "rita", room()) as rita:
+                await greeted(rita)
+            assert worker.process is not None and worker.process.poll() is None
+
+
+async def test_no_secret_reaches_the_output_of_the_worker_or_its_jobs(
+    livekit: LiveKitServer,
+    server: OpenAIServer,
+    pg_admin_dsn: str,
+    tmp_path: Path,
+) -> None:
+    password = "marker-db-password-Hv4Kp9"
+    dsn = pg_admin_dsn.replace("postgres@", f"postgres:{password}@", 1)
+    # the provider refuses the key and quotes it back, as OpenAI's 401 does
+    server.script(
+        Rule(fault=Fault(status=401, echo_key=True), times=None),
+        Rule(path="/audio/speech", fault=Fault(status=401, echo_key=True), times=None),
+    )
+    env = room_env(server.base_url, OPENAI_API_KEY=KEY)
+    env.update(MEMORY_BACKEND="postgres", DATABASE_URL=dsn)
+    with Worker(livekit, tmp_path, **env) as worker:
+        async with Person(livekit.url, "sid", room()) as sid:
+            await sid.until(lambda: "Incorrect API key" in worker.output(), 30, "the refusal")
+            await asyncio.sleep(1.0)
+    output = worker.output()
+    assert "Incorrect API key provided: ***" in output  # the error was logged, the key masked
+    assert KEY not in output
+    assert password not in output

@@ -139,13 +139,19 @@ class PostTurnWorker:
             logger.warning("post-turn processing failed: %s", redact(str(exc))[:200])
 
     async def aclose(self, deadline_s: float = 5.0) -> None:
-        """Let running work finish within the deadline, then cancel what is left."""
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=deadline_s)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        """Let running work finish within the deadline, then cancel what is left.
+
+        Work submitted meanwhile (the exchange that ended the session) is waited for too.
+        """
+        deadline = asyncio.get_running_loop().time() + deadline_s
+        while self._tasks:
+            left = deadline - asyncio.get_running_loop().time()
+            _, pending = await asyncio.wait(set(self._tasks), timeout=max(left, 0.0))
+            if pending:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                return
 
 
 def follow_turns(session: AgentSession[Any], worker: PostTurnWorker) -> None:

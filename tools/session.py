@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from livekit.agents import AgentSession, CloseEvent
 
 from pool import ConnectionPool, Settings
 
@@ -19,3 +22,29 @@ class SessionData:
     user_id: str
     memory: MemoryService | None = None
     post_turn: PostTurnWorker | None = None
+
+
+class GracefulSession(AgentSession[SessionData]):
+    """An AgentSession that, when its job ends it (a worker drain, SIGTERM), lets the reply
+    being spoken finish for up to ``drain_s`` instead of cutting it off mid-word."""
+
+    def __init__(self, *, drain_s: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.drain_s = drain_s
+
+    async def aclose(self) -> None:
+        closed = asyncio.Event()
+
+        def on_close(_: CloseEvent) -> None:
+            closed.set()
+
+        self.once("close", on_close)
+        self.shutdown(drain=True)
+        try:
+            async with asyncio.timeout(self.drain_s):
+                await closed.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self.off("close", on_close)
+        await super().aclose()

@@ -41,6 +41,8 @@ class Fault:
     stall_after_chunks: int | None = None  # stream this many chunks, then stall
     stall_s: float = 30.0
     reset_after_chunks: int | None = None  # stream this many chunks, then drop the socket
+    # quote the caller's key in the error, as OpenAI's "Incorrect API key provided: …" does
+    echo_key: bool = False
 
 
 @dataclass
@@ -236,8 +238,12 @@ class OpenAIServer:
             await asyncio.sleep(delay)
         if fault is None or fault.status is None:
             return None
+        message = f"injected {fault.status}"
+        if fault.echo_key:
+            key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            message = f"Incorrect API key provided: {key}."
         return web.json_response(
-            {"error": {"message": f"injected {fault.status}", "type": "test_fault"}},
+            {"error": {"message": message, "type": "test_fault"}},
             status=fault.status,
             headers=fault.headers,
         )
