@@ -1,9 +1,15 @@
-"""A resource's metrics and breaker, with the one way to time a call through them."""
+"""A resource's metrics and breaker, with the one way to time a call through them.
+
+One client can serve several capabilities (an OpenAI endpoint does LLM, STT and TTS):
+each gets a child meter, :meth:`Meter.capability`, with its own breaker and health, so
+a slow LLM never opens the breaker speech recognition depends on.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,12 +29,24 @@ class Meter:
         *,
         slow_call_is_failure: bool = False,
         retry_budget: RetryBudget | None = None,
+        make_child: Callable[[str], Meter] | None = None,
     ) -> None:
         self.metrics = metrics
         self.breaker = breaker
         self.slow_call_is_failure = slow_call_is_failure
         self.retry_budget = retry_budget or RetryBudget()
+        self.children: dict[str, Meter] = {}
+        self._make_child = make_child
         prometheus.observe_breaker(self.name, breaker.state)
+
+    def capability(self, name: str) -> Meter:
+        """The meter of one capability of this resource (``openai.llm``), made on first use."""
+        child = self.children.get(name)
+        if child is None:
+            if self._make_child is None:
+                return self
+            child = self.children[name] = self._make_child(f"{self.name}.{name}")
+        return child
 
     @property
     def name(self) -> str:
@@ -59,6 +77,15 @@ class Meter:
         prometheus.observe_breaker(self.name, self.breaker.state)
         return entry
 
+    def observe(
+        self, started: float, outcome: Outcome, error: BaseException | None = None
+    ) -> list[Any]:
+        """Count a call in the metrics only: its breaker is another meter's (a capability's)."""
+        latency = time.perf_counter() - started
+        entry = self.metrics.record(outcome, latency, error)
+        prometheus.observe_call(self.name, outcome, latency)
+        return entry
+
     def stream_failed(self, entry: list[Any], outcome: Outcome, error: BaseException) -> None:
         """The response began (and was counted a success) but its stream then broke."""
         self.metrics.amend_to_failure(entry, outcome, error)
@@ -72,6 +99,11 @@ class Meter:
         prometheus.STALLS.labels(self.name).inc()
         self.breaker.on_failure()
         prometheus.observe_breaker(self.name, self.breaker.state)
+
+    def cancelled(self) -> None:
+        """The caller gave up on a call: counted apart, never against the resource."""
+        self.metrics.cancelled += 1
+        self.breaker.on_cancel()
 
     def record_connection(self, *, reused: bool) -> None:
         self.metrics.record_connection(reused=reused)
@@ -87,6 +119,9 @@ class Meter:
         started = self.before_call()
         try:
             yield
+        except asyncio.CancelledError:
+            self.cancelled()
+            raise
         except TimeoutError as exc:
             self.finish(started, "timeout", exc)
             raise

@@ -37,6 +37,8 @@ class ResourceMetrics:
     stream_failures: int = 0  # began fine, then failed while streaming
     stalls: int = 0  # answered, but missed its first-token deadline
     retries: int = 0
+    # the caller gave up (an interrupted reply, a deadline): neither success nor failure
+    cancelled: int = 0
     connections_opened: int = 0
     connections_reused: int = 0
     last_request_at: float | None = None
@@ -146,6 +148,7 @@ class ResourceMetrics:
             "stream_failures": self.stream_failures,
             "stalls": self.stalls,
             "retries": self.retries,
+            "cancelled": self.cancelled,
             "success_rate": None if rate is None else round(rate, 3),
             "latency_ms": self.latency_ms(),
             "connections": {

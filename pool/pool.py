@@ -51,31 +51,39 @@ class _Slot:
 
     def __init__(self, spec: ResourceSpec[Any], settings: Settings) -> None:
         self.spec = spec
-        self.meter = Meter(
-            ResourceMetrics(
-                spec.name, window_s=settings.health_window_s, slow_call_s=settings.slow_call_s
-            ),
-            CircuitBreaker(
-                spec.name,
-                failure_threshold=settings.breaker_failure_threshold,
-                reset_timeout_s=settings.breaker_reset_s,
-                failure_rate=settings.breaker_failure_rate,
-                window=settings.breaker_window,
-                min_calls=settings.breaker_min_calls,
-            ),
-            slow_call_is_failure=settings.slow_call_is_failure,
-            retry_budget=RetryBudget(
-                settings.retry_budget_ratio,
-                on_denied=prometheus.RETRIES_DENIED.labels(spec.name).inc,
-            ),
-        )
+        self.meter = _meter(spec.name, settings)
         self.client: Any = None
         self.created_at: float | None = None
         self.lock = asyncio.Lock()
         self.rebuilds = 0
+        self.resets = 0
 
     def usable(self) -> bool:
         return self.client is not None and not self.spec.is_closed(self.client)
+
+    def meters(self) -> list[Meter]:
+        """The client's meter, then one per capability it served (``openai.llm``)."""
+        return [self.meter, *self.meter.children.values()]
+
+
+def _meter(name: str, settings: Settings) -> Meter:
+    return Meter(
+        ResourceMetrics(name, window_s=settings.health_window_s, slow_call_s=settings.slow_call_s),
+        CircuitBreaker(
+            name,
+            failure_threshold=settings.breaker_failure_threshold,
+            reset_timeout_s=settings.breaker_reset_s,
+            failure_rate=settings.breaker_failure_rate,
+            window=settings.breaker_window,
+            min_calls=settings.breaker_min_calls,
+        ),
+        slow_call_is_failure=settings.slow_call_is_failure,
+        retry_budget=RetryBudget(
+            settings.retry_budget_ratio,
+            on_denied=prometheus.RETRIES_DENIED.labels(name).inc,
+        ),
+        make_child=lambda child: _meter(child, settings),
+    )
 
 
 class ConnectionPool:
@@ -120,7 +128,8 @@ class ConnectionPool:
                 logger.warning("%s client was closed underneath the pool; rebuilding", spec.name)
                 await self._drop(slot)
                 slot.rebuilds += 1
-            slot.client = await spec.open(slot.meter)
+            # the registered spec: its close, probe and reset know the clients it opened
+            slot.client = await slot.spec.open(slot.meter)
             slot.created_at = time.time()
             self._opened.append(spec.name)
             return cast(T, slot.client)
@@ -187,10 +196,14 @@ class ConnectionPool:
         return await policy.call(fn, budget=meter.retry_budget, on_retry=meter.on_retry)
 
     def meter(self, name: str) -> Meter:
-        try:
-            return self._slots[name].meter
-        except KeyError:
-            raise UnknownResourceError(f"No resource named {name!r} is registered.") from None
+        """A resource's meter, or one capability's: ``openai`` or ``openai.llm``."""
+        resource, _, capability = name.partition(".")
+        slot = self._slots.get(name) or self._slots.get(resource)
+        if slot is None:
+            raise UnknownResourceError(f"No resource named {name!r} is registered.")
+        if slot.spec.name == name or not capability:
+            return slot.meter
+        return slot.meter.capability(capability)
 
     @property
     def closed(self) -> bool:
@@ -247,11 +260,21 @@ class ConnectionPool:
                 await slot.spec.probe(client)
 
     async def heal(self, name: str) -> bool:
-        """Close and forget a broken client; the next acquire() builds a new one."""
+        """Give a resource fresh connections.
+
+        A client that callers hold for their whole life (the plugins' OpenAI client) keeps
+        its identity: only the connections behind it are replaced. Others, and any client
+        found closed, are dropped; the next acquire() builds a new one.
+        """
         slot = self._slots.get(name)
         if slot is None or slot.client is None:
             return False
         async with slot.lock:
+            if slot.spec.reset is not None and slot.usable():
+                await slot.spec.reset(slot.client)
+                slot.resets += 1
+                logger.info("replaced the %s connections; its client stays in use", name)
+                return True
             await self._drop(slot)
             slot.rebuilds += 1
         logger.info("dropped the %s client; the next call builds a new one", name)
@@ -276,9 +299,10 @@ class ConnectionPool:
                 if now - last > self.settings.http_keepalive_s:
                     await self.heal(name)
                     report["closed_idle"].append(name)
-            if slot.meter.breaker.state != "closed":
-                slot.meter.breaker.reset()
-                report["breakers_reset"].append(name)
+            for meter in slot.meters():
+                if meter.breaker.state != "closed":
+                    meter.breaker.reset()
+                    report["breakers_reset"].append(meter.name)
         return report
 
     async def aclose(self) -> None:
@@ -310,19 +334,22 @@ class ConnectionPool:
     def stats(self) -> dict[str, Any]:
         """A JSON-safe snapshot: per resource its counters, latency, health and breaker."""
         resources: dict[str, Any] = {}
-        for name, slot in self._slots.items():
-            breaker = slot.meter.breaker.state
-            entry: dict[str, Any] = {
-                "client": "open" if slot.usable() else ("broken" if slot.client else "not created"),
-                "created_at": _iso(slot.created_at),
-                "health": slot.meter.metrics.health(breaker_open=breaker == "open"),
-                "breaker": breaker,
-                "breaker_opened": slot.meter.breaker.times_opened,
-                "retries_denied": slot.meter.retry_budget.denied,
-                "rebuilds": slot.rebuilds,
-            }
-            entry.update(slot.meter.metrics.snapshot())
-            resources[name] = entry
+        for slot in self._slots.values():
+            client = "open" if slot.usable() else ("broken" if slot.client else "not created")
+            for meter in slot.meters():
+                breaker = meter.breaker.state
+                entry: dict[str, Any] = {
+                    "client": client,
+                    "created_at": _iso(slot.created_at),
+                    "health": meter.metrics.health(breaker_open=breaker == "open"),
+                    "breaker": breaker,
+                    "breaker_opened": meter.breaker.times_opened,
+                    "retries_denied": meter.retry_budget.denied,
+                    "rebuilds": slot.rebuilds,
+                    "resets": slot.resets,
+                }
+                entry.update(meter.metrics.snapshot())
+                resources[meter.name] = entry
         return {
             "state": self._state,
             "created_at": _iso(self.created_at),

@@ -108,6 +108,12 @@ class CircuitBreaker:
                 self.times_opened += 1
             self._trial_in_flight = False
 
+    def on_cancel(self) -> None:
+        """The caller gave up on the call (an interruption, a deadline): no verdict on the
+        resource, but a half-open trial slot is given back."""
+        with self._lock:
+            self._trial_in_flight = False
+
     def _should_open(self) -> bool:
         if self._failures >= self.failure_threshold:
             return True

@@ -35,6 +35,9 @@ class ResourceSpec(Generic[T]):
     is_closed: Callable[[T], bool] = _never_closed
     # the client's own transport meters its requests, the probe included
     meters_itself: bool = False
+    # replaces the connections behind the client, which callers keep using; without it
+    # healing drops the client and the next acquire() builds a new one
+    reset: Callable[[T], Awaitable[None]] | None = None
 
 
 def openai_timeout(settings: Settings) -> httpx2.Timeout:
@@ -56,18 +59,25 @@ def openai_spec(
     base_url: str | None = None,
     api_key: str | None = None,
 ) -> ResourceSpec[openai.AsyncOpenAI]:
-    """An ``AsyncOpenAI`` client whose every request goes through the resource's meter."""
+    """An ``AsyncOpenAI`` client whose every request goes through the resource's meter.
+
+    The livekit plugins hold this client for the whole session, so healing resets its
+    transport's connections and never closes the client itself.
+    """
+    # by id: the SDK's clients are not usable as weak keys; an entry leaves when its client
+    # is closed, which only the pool does
+    transports: dict[int, MeteredAsyncTransport] = {}
 
     async def open_client(meter: Meter) -> openai.AsyncOpenAI:
         url = base_url or settings.openai_base_url
         transport = MeteredAsyncTransport(
             # where the server speaks it, HTTP/2 lets concurrent calls share one connection
-            httpx2.AsyncHTTPTransport(
+            lambda: httpx2.AsyncHTTPTransport(
                 limits=openai_limits(settings), http2=settings.http2_for(url)
             ),
             meter,
         )
-        return openai.AsyncOpenAI(
+        client = openai.AsyncOpenAI(
             api_key=api_key or settings.openai_api_key or PLACEHOLDER_KEY,
             base_url=url,
             # one retry layer per call: livekit's APIConnectOptions, or our RetryPolicy
@@ -76,9 +86,15 @@ def openai_spec(
                 transport=transport, timeout=openai_timeout(settings), follow_redirects=True
             ),
         )
+        transports[id(client)] = transport
+        return client
 
     async def close(client: openai.AsyncOpenAI) -> None:
+        transports.pop(id(client), None)
         await client.close()
+
+    async def reset(client: openai.AsyncOpenAI) -> None:
+        await transports[id(client)].reset()
 
     async def probe(client: openai.AsyncOpenAI) -> object:
         # token-free, and opens the connection a first turn will reuse
@@ -91,6 +107,7 @@ def openai_spec(
         probe=probe,
         is_closed=lambda c: c.is_closed(),
         meters_itself=True,
+        reset=reset,
     )
 
 

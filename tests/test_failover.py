@@ -61,8 +61,9 @@ async def test_an_erroring_provider_is_replaced_within_the_turn_and_then_skipped
     # the primary's breaker opened on its failure: the second turn sent it nothing
     assert server.count("/chat/completions") == 1
     stats = two_providers.stats()["resources"]
-    assert (stats["primary"]["breaker"], stats["primary"]["health"]) == ("open", "FAILED")
-    assert stats["backup"]["health"] == "HEALTHY"
+    primary = stats["primary.llm"]
+    assert (primary["breaker"], primary["health"]) == ("open", "FAILED")
+    assert stats["backup.llm"]["health"] == "HEALTHY"
 
 
 async def test_a_provider_that_stalls_before_its_first_token_is_replaced(
@@ -76,5 +77,5 @@ async def test_a_provider_that_stalls_before_its_first_token_is_replaced(
     assert server.count("/chat/completions") == 1
     assert backup.count("/chat/completions") == 1
     # the stall counts against the primary: its breaker opened, so no recovery probe reached it
-    primary = two_providers.stats()["resources"]["primary"]
+    primary = two_providers.stats()["resources"]["primary.llm"]
     assert (primary["stalls"], primary["breaker"]) == (1, "open")

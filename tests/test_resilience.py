@@ -42,7 +42,7 @@ async def test_a_storm_of_500s_opens_the_breaker_and_later_calls_send_nothing(
     fragile: ConnectionPool, server: OpenAIServer
 ) -> None:
     server.script(Rule(fault=Fault(status=500), times=None))
-    rejected_before = sample("agent_pool_rejected_calls_total", resource="openai")
+    rejected_before = sample("agent_pool_rejected_calls_total", resource="openai.llm")
 
     for _ in range(3):
         with pytest.raises(openai.InternalServerError):
@@ -52,10 +52,13 @@ async def test_a_storm_of_500s_opens_the_breaker_and_later_calls_send_nothing(
             await ask(fragile)
 
     assert server.count("/chat/completions") == 3
-    entry = fragile.stats()["resources"]["openai"]
+    # chat requests are the endpoint's LLM capability: its breaker opened, nothing else's
+    stats = fragile.stats()["resources"]
+    entry = stats["openai.llm"]
     assert (entry["breaker"], entry["health"], entry["rejected"]) == ("open", "FAILED", 7)
-    assert sample("agent_pool_breaker_state", resource="openai") == 2.0
-    assert sample("agent_pool_rejected_calls_total", resource="openai") - rejected_before == 7
+    assert stats["openai"]["breaker"] == "closed"
+    assert sample("agent_pool_breaker_state", resource="openai.llm") == 2.0
+    assert sample("agent_pool_rejected_calls_total", resource="openai.llm") - rejected_before == 7
 
 
 async def test_half_open_trial_then_recovery_or_reopen(
@@ -68,13 +71,13 @@ async def test_half_open_trial_then_recovery_or_reopen(
     await asyncio.sleep(0.25)
     with pytest.raises(openai.InternalServerError):  # the one trial fails: open again
         await ask(fragile)
-    assert fragile.stats()["resources"]["openai"]["breaker"] == "open"
+    assert fragile.stats()["resources"]["openai.llm"]["breaker"] == "open"
     with pytest.raises(CircuitOpenError):
         await ask(fragile)
 
     await asyncio.sleep(0.25)
     assert await ask(fragile) == "You said: hi"  # the trial succeeds: closed
-    assert fragile.stats()["resources"]["openai"]["breaker"] == "closed"
+    assert fragile.stats()["resources"]["openai.llm"]["breaker"] == "closed"
     assert await ask(fragile) == "You said: hi"
     assert server.count("/chat/completions") == 6
 
@@ -87,7 +90,7 @@ async def test_cleanup_resets_an_open_breaker(
         with pytest.raises(openai.InternalServerError):
             await ask(fragile)
     report = await fragile.cleanup()
-    assert report["breakers_reset"] == ["openai"]
+    assert report["breakers_reset"] == ["openai.llm"]
     assert await ask(fragile) == "You said: hi"
 
 

@@ -1,10 +1,12 @@
 """LLM, STT and TTS as priority-ordered provider chains, each provider on its own pool
-client (and so its own breaker, metrics and health).
+client, with a breaker and health per provider and capability (``openai.llm``).
 
 livekit's ``FallbackAdapter`` moves to the next provider when one fails, but it measures
 a read timeout only: a provider that accepts the request and then stalls leaves the user
 in silence. :class:`FirstTokenLLM` fails an attempt that has produced no token by the
-deadline, so the adapter moves on within the same turn.
+deadline, so the adapter moves on within the same turn. The deadline is for failing
+over, not for giving up: the last provider of a chain has none, and the turn waits for
+it (the person hears an acknowledgement meanwhile, see ``tools.acknowledge``).
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class FirstTokenLLM(llm.LLM[Any]):
         inner: llm.LLM[Any],
         *,
         provider: str,
-        deadline_s: float,
+        deadline_s: float | None,
         meter: Meter | None = None,
     ) -> None:
         super().__init__()
@@ -139,7 +141,7 @@ class _FirstTokenStream(llm.LLMStream):
             first_token = False
             while True:
                 try:
-                    if first_token:
+                    if first_token or outer.deadline_s is None:
                         chunk = await anext(chunks)
                     else:
                         remaining = outer.deadline_s - (time.perf_counter() - started)
@@ -148,6 +150,7 @@ class _FirstTokenStream(llm.LLMStream):
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
+                    assert outer.deadline_s is not None
                     error = APITimeoutError(
                         f"{outer.provider_name} sent no token within {outer.deadline_s:.1f} s"
                     )
@@ -180,14 +183,16 @@ async def _clients(
 
 async def build_llm(pool: ConnectionPool) -> llm.LLM[Any]:
     settings = pool.settings
+    clients = await _clients(pool, settings.llm_providers)
     models: list[llm.LLM[Any]] = [
         FirstTokenLLM(
             openai_plugin.LLM(client=client, model=provider.model or settings.llm_model),
             provider=provider.name,
-            deadline_s=settings.llm_ttft_deadline_s,
-            meter=pool.meter(provider.name),
+            # a next provider may answer sooner; the last one is waited for
+            deadline_s=settings.llm_ttft_deadline_s if index < len(clients) - 1 else None,
+            meter=pool.meter(f"{provider.name}.llm"),
         )
-        for provider, client in await _clients(pool, settings.llm_providers)
+        for index, (provider, client) in enumerate(clients)
     ]
     if len(models) == 1:
         return models[0]
