@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import Any, Literal
 
 from dotenv import find_dotenv, load_dotenv
@@ -18,6 +18,8 @@ from livekit.agents import (
     Agent,
     AgentServer,
     AgentSession,
+    APIConnectOptions,
+    FlushSentinel,
     JobContext,
     JobProcess,
     RunContext,
@@ -26,11 +28,14 @@ from livekit.agents import (
     llm,
 )
 from livekit.agents import vad as vad_module
-from livekit.agents.voice import room_io
+from livekit.agents.voice import ModelSettings, room_io
+from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.plugins import silero
 
 from pool import ConfigError, ConnectionPool, Settings, get_pool, install_log_redaction, redact
+from tools.acknowledge import acknowledged
 from tools.background import PostTurnWorker, follow_turns
+from tools.capacity import conversation_load
 from tools.greeting import GENERIC_GREETING, forget_greeting, greeting_for
 from tools.memory import Memory, MemoryService
 from tools.memory_tools import (
@@ -40,12 +45,14 @@ from tools.memory_tools import (
     recall_within_budget,
     save_memory,
 )
+from tools.phrases import PHRASES, Phrases, speak_up_on_errors, voice_directory
 from tools.pool_tools import cleanup_report, stats_report
 from tools.providers import build_llm, build_stt, build_tts, provider_specs
 from tools.session import GracefulSession, SessionData
 from tools.stores import memory_spec, open_memory_service
 
 logger = logging.getLogger("agent")
+ONE_MOMENT = PHRASES["one_moment"]
 # job processes import this module without running main(): redact there too
 install_log_redaction()
 
@@ -63,13 +70,57 @@ CategoryName = Literal["FACT", "PREFERENCE", "CONTEXT"]
 
 class Assistant(Agent):
     def __init__(
-        self, *, memories: Sequence[Memory] = (), instructions: str = INSTRUCTIONS
+        self,
+        *,
+        memories: Sequence[Memory] = (),
+        instructions: str = INSTRUCTIONS,
+        ack_after_s: float | None = None,
+        phrases: Phrases | None = None,
     ) -> None:
+        """``ack_after_s``: say "One moment." when the model has said nothing by then.
+        ``phrases``: pre-rendered audio for the sentences the agent says in trouble."""
         self.memories = list(memories)
+        self.ack_after_s = ack_after_s
+        self.phrases = phrases
         chat_ctx = llm.ChatContext()
         if memories:
             chat_ctx.add_message(role="system", content=memory_block(memories))
         super().__init__(instructions=instructions, chat_ctx=chat_ctx)
+
+    async def llm_node(
+        self,
+        chat_ctx: llm.ChatContext,
+        tools: list[llm.Tool],
+        model_settings: ModelSettings,
+    ) -> AsyncIterator[llm.ChatChunk | str | FlushSentinel]:
+        reply = Agent.default.llm_node(self, chat_ctx, tools, model_settings)
+        if self.ack_after_s is None:
+            async for chunk in reply:
+                yield chunk
+            return
+        async for chunk in acknowledged(reply, after_s=self.ack_after_s, text=ONE_MOMENT):
+            yield chunk
+
+    async def tts_node(
+        self, text: AsyncIterable[str], model_settings: ModelSettings
+    ) -> AsyncIterator[rtc.AudioFrame]:
+        """The acknowledgement plays from its pre-rendered audio: at once, TTS or not."""
+        words = aiter(text)
+        first = await anext(words, None)
+        if first is None:
+            return
+        cached = self.phrases.frames("one_moment") if self.phrases else None
+        if cached is not None and first == ONE_MOMENT:
+            rest = await anext(words, None)
+            if rest is None:
+                for frame in cached:
+                    yield frame
+                return
+            words = _prepend([first, rest], words)
+        else:
+            words = _prepend([first], words)
+        async for frame in Agent.default.tts_node(self, words, model_settings):
+            yield frame
 
     async def add_memories(self, memories: Sequence[Memory]) -> None:
         """Memories that arrived after the session started join the conversation."""
@@ -139,6 +190,13 @@ class Assistant(Agent):
         return await cleanup_report(context.userdata.pool)
 
 
+async def _prepend(head: list[str], tail: AsyncIterator[str]) -> AsyncIterator[str]:
+    for item in head:
+        yield item
+    async for item in tail:
+        yield item
+
+
 def _memory(data: SessionData) -> MemoryService:
     if data.memory is None:
         raise RuntimeError("This session was started without a memory service.")
@@ -162,9 +220,11 @@ async def build_session(
             llm=model,
             userdata=userdata,
             turn_handling={"turn_detection": "manual"},
+            conn_options=VOICE_CONN_OPTIONS,
         )
     return GracefulSession(
         drain_s=drain_s,
+        conn_options=VOICE_CONN_OPTIONS,
         stt=await build_stt(pool, vad),
         llm=model,
         tts=await build_tts(pool),
@@ -175,12 +235,17 @@ async def build_session(
     )
 
 
-async def prepare_assistant(memory: MemoryService, user_id: str) -> Assistant:
+async def prepare_assistant(
+    memory: MemoryService, user_id: str, *, phrases: Phrases | None = None
+) -> Assistant:
     """An Assistant that knows the user's memories, if the store answers within budget;
     otherwise it starts without them and adds them when they arrive."""
-    budget_s = memory.pool.settings.memory_recall_budget_ms / 1000
+    settings = memory.pool.settings
+    budget_s = settings.memory_recall_budget_ms / 1000
     memories, late = await recall_within_budget(memory, user_id, budget_s)
-    assistant = Assistant(memories=memories or ())
+    assistant = Assistant(
+        memories=memories or (), ack_after_s=settings.ack_after_s, phrases=phrases
+    )
     if memories is None:
 
         def arrive(task: asyncio.Task[list[Memory]]) -> None:
@@ -195,6 +260,14 @@ async def prepare_assistant(memory: MemoryService, user_id: str) -> Assistant:
 
 # late memories are added by a task nobody awaits; keep a reference so it is not collected
 _background: set[asyncio.Task[None]] = set()
+
+# a voice turn cannot wait out livekit's default retries (3, 2 s apart) before the person
+# hears anything: one quick retry, then the agent says what is wrong (tools.phrases); and
+# a long outage must not end the session (livekit closes it after 3 failures in a row)
+_QUICK = APIConnectOptions(max_retry=1, retry_interval=0.3, timeout=10.0)
+VOICE_CONN_OPTIONS = SessionConnectOptions(
+    stt_conn_options=_QUICK, tts_conn_options=_QUICK, max_unrecoverable_errors=1_000_000
+)
 
 
 def prewarm(proc: JobProcess) -> None:
@@ -243,7 +316,9 @@ async def entrypoint(ctx: JobContext) -> None:
             return
         user_id = person.identity
 
-    assistant = await prepare_assistant(memory, user_id)
+    phrases = Phrases(voice_directory(settings))
+    phrases.load()
+    assistant = await prepare_assistant(memory, user_id, phrases=phrases)
     # composed (or found in the cache) while the session starts
     greeting = asyncio.create_task(greeting_for(pool, user_id, assistant.memories))
     memory.on_change(lambda user, categories: forget_greeting(pool, user, categories))
@@ -253,6 +328,12 @@ async def entrypoint(ctx: JobContext) -> None:
     )
     session = await build_session(pool, userdata, ctx.proc.userdata.get("vad"))
     follow_turns(session, post_turn)
+    speak_up_on_errors(session, phrases)
+    if session.tts is not None:
+        # rendered once per machine and voice, while the person is greeted
+        rendering = asyncio.create_task(phrases.prepare(session.tts), name="phrases")
+        _background.add(rendering)
+        rendering.add_done_callback(_background.discard)
     # the job ends with its conversation: the person left, or the session failed for good
     session.on("close", lambda _: ctx.shutdown(reason="session closed"))
     await session.start(
@@ -261,7 +342,7 @@ async def entrypoint(ctx: JobContext) -> None:
         # the memory belongs to this person: nobody else who joins is heard as them
         room_options=room_io.RoomOptions(participant_identity=user_id),
     )
-    session.say(await first_words(greeting))
+    session.say(await first_words(greeting, deadline_s=settings.greeting_deadline_s))
 
 
 async def wait_for_person(ctx: JobContext, timeout_s: float) -> rtc.RemoteParticipant | None:
@@ -275,9 +356,15 @@ async def wait_for_person(ctx: JobContext, timeout_s: float) -> rtc.RemotePartic
         return None
 
 
-async def first_words(greeting: asyncio.Task[str]) -> str:
+async def first_words(greeting: asyncio.Task[str], *, deadline_s: float) -> str:
+    """The personal greeting, or the generic one if it is not ready within the deadline:
+    a stalled model must not keep the person waiting for the first words."""
     try:
-        return await greeting
+        async with asyncio.timeout(deadline_s):
+            return await asyncio.shield(greeting)
+    except TimeoutError:
+        logger.warning("the greeting took over %.1f s; greeting generically", deadline_s)
+        return GENERIC_GREETING
     except Exception as exc:  # no greeting is worth a silent start
         logger.warning("could not compose a greeting: %s", redact(str(exc)))
         return GENERIC_GREETING
@@ -291,11 +378,17 @@ def build_server(settings: Settings) -> AgentServer:
         setup_fnc=prewarm,
         prometheus_port=settings.prometheus_port,
         drain_timeout=round(settings.drain_timeout_s),
+        load_fnc=conversation_load(settings.max_conversations),
+        load_threshold=1.0,
+        # processes ready before a burst: starting one is the CPU spike a burst would pay
+        num_idle_processes=min(settings.max_conversations, settings.idle_processes),
         # room for finish_session and the memory flush before the process is killed
         shutdown_process_timeout=settings.turn_drain_s + 15.0,
         **options,
     )
-    server.rtc_session()(entrypoint)
+    # with a name, rooms get this agent only when dispatched to it (a token's room
+    # configuration or the dispatch API); without one, every new room gets it
+    server.rtc_session(agent_name=settings.agent_name or "")(entrypoint)
     return server
 
 

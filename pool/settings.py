@@ -74,6 +74,11 @@ class Settings:
     user_id: str = "console-user"
     # how long a room job waits for its person before it ends
     participant_wait_s: float = 60.0
+    # explicit dispatch: rooms get this agent only when they ask for it by this name
+    agent_name: str | None = None
+    # conversations one worker takes at once, and job processes kept ready for them
+    max_conversations: int = 8
+    idle_processes: int = 2
     # on SIGTERM, conversations may go on this long before their jobs are ended
     drain_timeout_s: float = 3600.0
     # a job being ended lets the reply in flight finish for this long
@@ -101,6 +106,10 @@ class Settings:
     breaker_min_calls: int = 10
     slow_call_is_failure: bool = False
     llm_ttft_deadline_s: float = 1.5
+    # a person hears "One moment." when the model has said nothing by then (0: never)
+    ack_after_s: float | None = 1.2
+    # the personal greeting is waited for this long, then the generic one is said
+    greeting_deadline_s: float = 2.0
     # failover chains, highest priority first; empty: the one OPENAI_* endpoint
     llm_providers: tuple[Provider, ...] = ()
     stt_providers: tuple[Provider, ...] = ()
@@ -175,6 +184,9 @@ class Settings:
             memory_max_in_flight=reader.positive("MEMORY_MAX_IN_FLIGHT", int, 16),
             user_id=reader.text("USER_ID", cls.user_id),
             participant_wait_s=reader.positive("PARTICIPANT_WAIT_S", float, 60.0),
+            agent_name=reader.optional("AGENT_NAME"),
+            max_conversations=reader.positive("MAX_CONVERSATIONS", int, 8),
+            idle_processes=reader.non_negative("IDLE_PROCESSES", int, 2),
             drain_timeout_s=reader.positive("DRAIN_TIMEOUT_S", float, 3600.0),
             turn_drain_s=reader.positive("TURN_DRAIN_S", float, 5.0),
             redis_url=reader.optional("REDIS_URL"),
@@ -198,6 +210,8 @@ class Settings:
             breaker_min_calls=reader.positive("BREAKER_MIN_CALLS", int, 10),
             slow_call_is_failure=reader.flag("SLOW_CALL_IS_FAILURE"),
             llm_ttft_deadline_s=reader.positive("LLM_TTFT_DEADLINE_S", float, 1.5),
+            ack_after_s=reader.non_negative("ACK_AFTER_S", float, 1.2) or None,
+            greeting_deadline_s=reader.positive("GREETING_DEADLINE_S", float, 2.0),
             llm_providers=reader.providers("LLM_PROVIDERS"),
             stt_providers=reader.providers("STT_PROVIDERS"),
             tts_providers=reader.providers("TTS_PROVIDERS"),

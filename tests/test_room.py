@@ -98,7 +98,7 @@ async def test_a_person_joining_a_new_room_is_greeted_by_a_job_process(
     livekit: LiveKitServer, worker: Worker, server: OpenAIServer
 ) -> None:
     name = room()
-    async with Person(livekit.url, "greta", name) as greta:
+    async with worker.person("greta", name) as greta:
         await greeted(greta)
 
     assert greta.said_by_agent()[0] == GENERIC_GREETING  # a new user
@@ -116,7 +116,7 @@ async def test_a_spoken_turn_is_answered_in_text_and_audio(
     record_property: object,
 ) -> None:
     server.script(Rule(text="It is sunny.", when=lambda b: "weather" in last_user_text(b)))
-    async with Person(livekit.url, "sam", room()) as sam:
+    async with worker.person("sam", room()) as sam:
         await greeted(sam)
         latency = await ask(
             sam, server, "what's the weather like", "What is the weather like?", tmp_path
@@ -142,7 +142,7 @@ async def test_memory_follows_the_person_into_the_next_room(
         Rule(text="I will remember that, Ada.", when=has_tool_result),
     )
     first = room()
-    async with Person(livekit.url, "ada", first) as ada:
+    async with worker.person("ada", first) as ada:
         await greeted(ada)
         await ask(ada, server, "remember that my name is Ada", "Remember my name.", tmp_path)
     assert memories(workdir, "ada") == {"name": "Ada"}
@@ -158,7 +158,7 @@ async def test_memory_follows_the_person_into_the_next_room(
         ),
     )
     second = room()
-    async with Person(livekit.url, "ada", second) as ada:
+    async with worker.person("ada", second) as ada:
         await greeted(ada)
         await ask(ada, server, "who am I", "Who am I?", tmp_path)
     assert ada.said_by_agent()[0] == "Welcome back, Ada!"
@@ -166,7 +166,7 @@ async def test_memory_follows_the_person_into_the_next_room(
 
     # within the cache's TTL the third visit is greeted from the shared layer: no LLM call
     greetings_before = sum("returning user" in system_text(b) for b in server.bodies("/chat"))
-    async with Person(livekit.url, "ada", room()) as ada:
+    async with worker.person("ada", room()) as ada:
         await greeted(ada)
     assert ada.said_by_agent()[0] == "Welcome back, Ada!"
     assert (
@@ -189,7 +189,7 @@ async def test_pool_stats_asked_by_voice_show_reused_connections(
         ),
         Rule(text="My connections are healthy.", when=has_tool_result),
     )
-    async with Person(livekit.url, "pat", room()) as pat:
+    async with worker.person("pat", room()) as pat:
         await greeted(pat)
         await ask(pat, server, "how are you", "How are you?", tmp_path)
         await ask(pat, server, "how are your connections", "How are your connections?", tmp_path)
@@ -219,8 +219,9 @@ async def test_the_agent_listens_only_to_the_person_its_job_is_for(
         ),
     )
     name = room()
-    async with Person(livekit.url, "owner", name) as owner:
+    async with worker.person("owner", name) as owner:
         await greeted(owner)
+        # joins the same room by its own token, which dispatches nothing
         async with Person(livekit.url, "intruder", name) as intruder:
             transcriptions = server.count("/audio/transcriptions")
             server.transcripts.append("what do you know about me")
@@ -246,6 +247,9 @@ async def test_a_room_nobody_joins_ends_its_job(
         name = room()
         async with api.LiveKitAPI(livekit.http_url, API_KEY, API_SECRET) as lk:
             await lk.room.create_room(api.CreateRoomRequest(name=name, empty_timeout=30))
+            await lk.agent_dispatch.create_dispatch(
+                api.CreateAgentDispatchRequest(agent_name=worker.agent_name, room=name)
+            )
             worker.wait_for(f"nobody joined room {name} within 2 s", 30)
             # the job process leaves the room and is done
             deadline = time.monotonic() + 20
@@ -275,7 +279,7 @@ async def test_four_rooms_at_once_are_each_answered_and_keep_their_own_memory(
     server.script(Rule(text="Nice to meet you.", when=has_tool_result, times=None))
 
     async def visit(who: str) -> list[str]:
-        async with Person(livekit.url, who, room()) as person:
+        async with worker.person(who, room()) as person:
             await greeted(person)
             # the tone under the voice lets the test server transcribe who is speaking
             frames = speak_to_frames(f"I am {who}.", tmp_path, tone_hz=people[who])
@@ -309,7 +313,7 @@ async def test_sigterm_mid_conversation_finishes_the_turn_and_loses_no_write(
     env = room_env(server.base_url, OPENAI_API_KEY=KEY, DRAIN_TIMEOUT_S="1")
     worker = Worker(livekit, tmp_path, **env).start()
     try:
-        async with Person(livekit.url, "olga", room()) as olga:
+        async with worker.person("olga", room()) as olga:
             await greeted(olga)
             server.transcripts.append("i live in oslo")
             ended = await olga.say_and_wait(speak_to_frames("I live in Oslo.", tmp_path))
@@ -337,13 +341,13 @@ async def test_the_worker_reconnects_after_the_livekit_server_restarts(
     with LiveKitServer() as livekit:
         env = room_env(openai_server.base_url, OPENAI_API_KEY=KEY)
         with Worker(livekit, tmp_path, **env) as worker:
-            async with Person(livekit.url, "rita", room()) as rita:
+            async with worker.person("rita", room()) as rita:
                 await greeted(rita)
             livekit.kill()
             worker.wait_for("failed to connect to livekit, retrying", 60)
             livekit.start()
             worker.wait_for("registered worker", 90, count=2)
-            async with Person(livekit.url, "rita", room()) as rita:
+            async with worker.person("rita", room()) as rita:
                 await greeted(rita)
             assert worker.process is not None and worker.process.poll() is None
 
@@ -364,7 +368,7 @@ async def test_no_secret_reaches_the_output_of_the_worker_or_its_jobs(
     env = room_env(server.base_url, OPENAI_API_KEY=KEY)
     env.update(MEMORY_BACKEND="postgres", DATABASE_URL=dsn)
     with Worker(livekit, tmp_path, **env) as worker:
-        async with Person(livekit.url, "sid", room()) as sid:
+        async with worker.person("sid", room()) as sid:
             await sid.until(lambda: "Incorrect API key" in worker.output(), 30, "the refusal")
             await asyncio.sleep(1.0)
     output = worker.output()

@@ -25,14 +25,19 @@ from tests.support.livekit_server import API_KEY, API_SECRET
 SOUND_RMS = 200.0
 
 
-def token(identity: str, room: str, *, name: str | None = None) -> str:
-    return (
+def token(identity: str, room: str, *, agent: str | None = None) -> str:
+    """A join token; ``agent`` dispatches that agent to the room when it is created."""
+    grant = (
         api.AccessToken(API_KEY, API_SECRET)
         .with_identity(identity)
-        .with_name(name or identity)
+        .with_name(identity)
         .with_grants(api.VideoGrants(room_join=True, room=room))
-        .to_jwt()
     )
+    if agent:
+        grant = grant.with_room_config(
+            api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=agent)])
+        )
+    return grant.to_jwt()
 
 
 @dataclass
@@ -55,8 +60,9 @@ class Heard:
 
 
 class Person:
-    def __init__(self, url: str, identity: str, room: str) -> None:
+    def __init__(self, url: str, identity: str, room: str, *, agent: str | None = None) -> None:
         self.url = url
+        self.agent = agent
         self.identity = identity
         self.room_name = room
         self.room = rtc.Room()
@@ -77,7 +83,7 @@ class Person:
         self.room.on("participant_connected", self._on_participant)
         self.room.on("participant_disconnected", self._on_left)
         self.room.register_text_stream_handler(TOPIC_TRANSCRIPTION, self._on_text)
-        await self.room.connect(self.url, token(self.identity, self.room_name))
+        await self.room.connect(self.url, token(self.identity, self.room_name, agent=self.agent))
         for participant in self.room.remote_participants.values():
             self._on_participant(participant)
         track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)

@@ -9,20 +9,26 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import psutil
 
 from tests.support.console import ROOT, agent_env
 from tests.support.livekit_server import API_KEY, API_SECRET, LiveKitServer
+from tests.support.person import Person
 from tests.support.ports import free_tcp_port
 
 
 class Worker:
     def __init__(self, livekit: LiveKitServer, workdir: Path, **env: str) -> None:
         self.workdir = workdir
+        self.livekit = livekit
+        # dispatched by name, so rooms reach this worker even with others on the server
+        self.agent_name = env.pop("AGENT_NAME", f"agent-{uuid.uuid4().hex[:8]}")
         self.env = agent_env(
             workdir,
+            AGENT_NAME=self.agent_name,
             LIVEKIT_URL=livekit.url,
             LIVEKIT_API_KEY=API_KEY,
             LIVEKIT_API_SECRET=API_SECRET,
@@ -97,6 +103,10 @@ class Worker:
                 if child.is_running():
                     child.kill()
         return code
+
+    def person(self, identity: str, room: str) -> Person:
+        """Someone who joins ``room`` with this worker's agent dispatched to it."""
+        return Person(self.livekit.url, identity, room, agent=self.agent_name)
 
     def __enter__(self) -> Worker:
         return self.start()
