@@ -31,20 +31,26 @@ class GracefulSession(AgentSession[SessionData]):
     def __init__(self, *, drain_s: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.drain_s = drain_s
+        self._running = False
+        self._closed = asyncio.Event()
+        self.on("close", self._on_close)
+
+    def _on_close(self, _: CloseEvent) -> None:
+        self._running = False
+        self._closed.set()
+
+    async def start(self, *args: Any, **kwargs: Any) -> Any:
+        self._closed.clear()
+        result = await super().start(*args, **kwargs)
+        self._running = True
+        return result
 
     async def aclose(self) -> None:
-        closed = asyncio.Event()
-
-        def on_close(_: CloseEvent) -> None:
-            closed.set()
-
-        self.once("close", on_close)
-        self.shutdown(drain=True)
-        try:
-            async with asyncio.timeout(self.drain_s):
-                await closed.wait()
-        except TimeoutError:
-            pass
-        finally:
-            self.off("close", on_close)
+        if self._running:
+            self.shutdown(drain=True)
+            try:
+                async with asyncio.timeout(self.drain_s):
+                    await self._closed.wait()
+            except TimeoutError:
+                pass
         await super().aclose()

@@ -20,6 +20,7 @@ import ssl
 import struct
 import threading
 import time
+import uuid
 import wave
 from collections import Counter
 from collections.abc import Callable
@@ -268,7 +269,11 @@ class OpenAIServer:
         faulted = await self._apply_fault(request, rule.fault if rule else None)
         if faulted is not None:
             return faulted
-        return web.Response(body=self._speech, content_type="audio/wav")
+        # as OpenAI does; livekit's TTS warns about every response without one
+        request_id = f"req_{uuid.uuid4().hex[:12]}"
+        return web.Response(
+            body=self._speech, content_type="audio/wav", headers={"x-request-id": request_id}
+        )
 
     async def _transcription(self, request: web.Request) -> web.Response:
         form = await request.post()
