@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,24 @@ def postgres() -> Iterator[str]:
 
     with PostgresServer() as server:
         yield server.dsn
+
+
+def commit() -> str:
+    """The commit measured, marked dirty when the tree has uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{head}{'-dirty' if dirty else ''}" or "unknown"
 
 
 def machine() -> str:
@@ -62,7 +81,12 @@ def main() -> None:
     started = time.perf_counter()
     rig = start_rig(args.rtt_ms)
     try:
-        results: dict[str, Any] = {"machine": machine(), "rtt_ms": args.rtt_ms}
+        results: dict[str, Any] = {
+            "commit": commit(),
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": machine(),
+            "rtt_ms": args.rtt_ms,
+        }
         results["pooled_vs_fresh"] = asyncio.run(network.pooled_vs_fresh(rig, 5 if quick else 30))
         results["warm_first_request"] = asyncio.run(
             network.warm_first_request(rig, 3 if quick else 9)

@@ -75,8 +75,8 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def table(r: dict[str, Any]) -> str:
     lines = [
-        f"machine: {r['machine']}; injected RTT {r['rtt_ms']} ms; "
-        f"run took {r.get('elapsed_s', '?')} s",
+        f"commit {r.get('commit', '?')}, {r.get('measured_at', '?')}; machine: {r['machine']}; "
+        f"injected RTT {r['rtt_ms']} ms; run took {r.get('elapsed_s', '?')} s",
         "",
         "| figure | measured | limit |",
         "|---|---|---|",
