@@ -26,8 +26,8 @@ def test_a_quick_bench_run_writes_every_figure(tmp_path: Path, pg_admin_dsn: str
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     for key in (
-        "commit", "measured_at", "machine", "rtt_ms", "pooled_vs_fresh", "warm_first_request", "parallel",
-        "greeting_cache", "memory_batch", "pool_overhead", "connection_reuse",
+        "commit", "measured_at", "machine", "rtt_ms", "pooled_vs_fresh", "warm_first_request",
+        "parallel", "greeting_cache", "memory_batch", "pool_overhead", "connection_reuse",
         "pool_rss_mb", "voice_turn",
     ):  # fmt: skip
         assert key in results, key
