@@ -378,6 +378,7 @@ def build_server(settings: Settings) -> AgentServer:
         setup_fnc=prewarm,
         prometheus_port=settings.prometheus_port,
         drain_timeout=round(settings.drain_timeout_s),
+        log_level=settings.log_level,
         load_fnc=conversation_load(settings.max_conversations),
         load_threshold=1.0,
         # processes ready before a burst: starting one is the CPU spike a burst would pay
@@ -403,6 +404,11 @@ def main(argv: list[str]) -> int:
         settings = Settings.from_env()
         if command in {"console", "dev", "start", "connect"}:
             settings.require_openai()
+        # the CLI's own --url/--api-key/--api-secret flags stand in for the variables
+        if command in {"dev", "start", "connect"} and not any(
+            arg.startswith(("--url", "--api-key", "--api-secret")) for arg in argv
+        ):
+            settings.require_livekit()
     except ConfigError as exc:
         print(f"agent.py: {exc}", file=sys.stderr)
         return 2

@@ -115,6 +115,12 @@ class Settings:
     stt_providers: tuple[Provider, ...] = ()
     tts_providers: tuple[Provider, ...] = ()
 
+    # a LiveKit server or LiveKit Cloud, for `start` and `dev`
+    livekit_url: str | None = None
+    livekit_api_key: str | None = field(default=None, repr=False)
+    livekit_api_secret: str | None = field(default=None, repr=False)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
     prometheus_port: int | None = None
     # the worker's health-check HTTP server; livekit's default is 8081 in production
     agent_http_port: int | None = None
@@ -131,6 +137,31 @@ class Settings:
                 "server) in the environment or in .env."
             )
 
+    def require_livekit(self) -> None:
+        """A worker needs a server to register with: say so in one line, not a traceback."""
+        if not (self.livekit_url and self.livekit_api_key and self.livekit_api_secret):
+            missing = [
+                name
+                for name, value in (
+                    ("LIVEKIT_URL", self.livekit_url),
+                    ("LIVEKIT_API_KEY", self.livekit_api_key),
+                    ("LIVEKIT_API_SECRET", self.livekit_api_secret),
+                )
+                if not value
+            ]
+            raise ConfigError(
+                f"Set {', '.join(missing)}: a worker needs LIVEKIT_URL, LIVEKIT_API_KEY and "
+                "LIVEKIT_API_SECRET of a LiveKit server (`livekit-server --dev`: "
+                "ws://127.0.0.1:7880, devkey, secret) or LiveKit Cloud project; "
+                "`python agent.py console` needs none."
+            )
+        scheme = self.livekit_url.split("://", 1)[0].lower() if "://" in self.livekit_url else ""
+        if scheme not in ("ws", "wss", "http", "https"):
+            raise ConfigError(
+                f"LIVEKIT_URL must start with ws://, wss://, http:// or https://, "
+                f"got {redact(self.livekit_url)!r}."
+            )
+
     def http2_for(self, base_url: str | None) -> bool:
         if self.openai_http2 != "auto":
             return self.openai_http2 == "true"
@@ -139,6 +170,7 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         values = [self.openai_api_key, self.supabase_key, self.database_url, self.redis_url]
+        values += [self.livekit_api_secret]
         for chain in (self.llm_providers, self.stt_providers, self.tts_providers):
             values += [provider.api_key for provider in chain]
         return tuple(v for v in values if v)
@@ -215,6 +247,12 @@ class Settings:
             llm_providers=reader.providers("LLM_PROVIDERS"),
             stt_providers=reader.providers("STT_PROVIDERS"),
             tts_providers=reader.providers("TTS_PROVIDERS"),
+            livekit_url=reader.optional("LIVEKIT_URL"),
+            livekit_api_key=reader.optional("LIVEKIT_API_KEY"),
+            livekit_api_secret=reader.optional("LIVEKIT_API_SECRET"),
+            log_level=reader.choice(
+                "LOG_LEVEL", Literal["debug", "info", "warning", "error"], "info"
+            ).upper(),
             prometheus_port=reader.optional_port("PROMETHEUS_PORT"),
             agent_http_port=reader.optional_port("AGENT_HTTP_PORT"),
         )
