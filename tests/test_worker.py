@@ -148,3 +148,32 @@ def test_the_pool_metrics_are_served_on_the_worker_metrics_port(
     assert any(k.startswith("agent_pool_request_duration_seconds_bucket") for k in samples)
     assert any(k.startswith("agent_llm_time_to_first_token_seconds_count") for k in samples)
     assert SECRET_MARKER not in exposition
+
+
+@pytest.mark.parametrize(
+    ("livekit", "says"),
+    [
+        ({}, "Set LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET:"),
+        ({"LIVEKIT_API_KEY": "devkey", "LIVEKIT_API_SECRET": "secret"}, "Set LIVEKIT_URL:"),
+        (
+            {"LIVEKIT_URL": "livekit.example", "LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": "s"},
+            "LIVEKIT_URL must start with ws://",
+        ),
+    ],
+)
+def test_a_worker_without_a_livekit_server_says_so_in_one_line(
+    livekit: dict[str, str], says: str, tmp_path: Path
+) -> None:
+    env = agent_env(tmp_path, OPENAI_API_KEY=SECRET_MARKER, **livekit)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "agent.py"), "start"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"agent.py: {says}"), result.stderr
