@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test check format bench system-deps livekit-server
+.PHONY: run test check format bench bench-silence system-deps livekit-server
 
 run: $(INSTALLED) system-deps .env
 	$(PY) agent.py console --text
@@ -26,6 +26,10 @@ format: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(PY) -m bench
+
+# a real room under faults: how often the agent is heard within 2 s, the longest silence
+bench-silence: $(INSTALLED) system-deps livekit-server
+	$(PY) -m bench.silence
 
 $(INSTALLED): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

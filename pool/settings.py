@@ -107,7 +107,9 @@ class Settings:
     slow_call_is_failure: bool = False
     llm_ttft_deadline_s: float = 1.5
     # a person hears "One moment." when the model has said nothing by then (0: never)
-    ack_after_s: float | None = 1.2
+    # 1.0 s after the request is ~1.8 s after the person stopped speaking (the VAD's 0.55 s
+    # end-of-speech silence, STT), within the 2 s a pause starts to feel like no answer
+    ack_after_s: float | None = 1.0
     # the personal greeting is waited for this long, then the generic one is said
     greeting_deadline_s: float = 2.0
     # failover chains, highest priority first; empty: the one OPENAI_* endpoint
@@ -242,7 +244,7 @@ class Settings:
             breaker_min_calls=reader.positive("BREAKER_MIN_CALLS", int, 10),
             slow_call_is_failure=reader.flag("SLOW_CALL_IS_FAILURE"),
             llm_ttft_deadline_s=reader.positive("LLM_TTFT_DEADLINE_S", float, 1.5),
-            ack_after_s=reader.non_negative("ACK_AFTER_S", float, 1.2) or None,
+            ack_after_s=reader.non_negative("ACK_AFTER_S", float, 1.0) or None,
             greeting_deadline_s=reader.positive("GREETING_DEADLINE_S", float, 2.0),
             llm_providers=reader.providers("LLM_PROVIDERS"),
             stt_providers=reader.providers("STT_PROVIDERS"),

@@ -43,3 +43,21 @@ def test_a_quick_bench_run_writes_every_figure(tmp_path: Path, pg_admin_dsn: str
     assert results["connection_reuse"]["connections_opened"] == 1
     assert (tmp_path / "results.png").stat().st_size > 10_000
     assert "| pooled_vs_fresh p50 |" in result.stdout
+
+
+def test_a_quick_silence_bench_measures_every_fault(tmp_path: Path, livekit: object) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.silence", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "silence.json").read_text())
+    assert results["commit"] and results["measured_at"]
+    cases = results["cases"]
+    assert set(cases) == {"normal", "slow_model", "provider_down", "stt_down", "tts_down", "burst"}
+    for case in cases.values():  # figures, not limits: those are the README's to report
+        assert case["turns"] >= 2 and case["longest_silence_s"] is not None
+    assert "| slow_model |" in result.stdout

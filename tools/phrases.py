@@ -101,12 +101,13 @@ def speak_up_on_errors(
     session: AgentSession[Any],
     phrases: Phrases,
     *,
-    min_gap_s: float = 8.0,
+    min_gap_s: float = 2.0,
     clock: Callable[[], float] | None = None,
 ) -> None:
     """When STT, LLM or TTS fails for a turn after its retries, say why in a sentence.
 
-    At most one sentence per ``min_gap_s``: an outage must not become a monologue.
+    Every failed turn gets its sentence (a turn left silent is what this prevents); one
+    failure reported twice within ``min_gap_s`` (STT and LLM of the same turn) gets one.
     """
     loop_time = clock or asyncio.get_running_loop().time
     last_said = -min_gap_s
