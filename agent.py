@@ -342,7 +342,11 @@ async def entrypoint(ctx: JobContext) -> None:
         # the memory belongs to this person: nobody else who joins is heard as them
         room_options=room_io.RoomOptions(participant_identity=user_id),
     )
-    session.say(await first_words(greeting, deadline_s=settings.greeting_deadline_s))
+    words = await first_words(greeting, deadline_s=settings.greeting_deadline_s)
+    if words == GENERIC_GREETING:
+        phrases.say(session, "greeting", remember=True)
+    else:
+        session.say(words)
 
 
 async def wait_for_person(ctx: JobContext, timeout_s: float) -> rtc.RemoteParticipant | None:

@@ -34,6 +34,7 @@ from tests.support.livekit_server import LiveKitServer, ensure_binary
 from tests.support.openai_server import Fault, OpenAIServer, Rule
 from tests.support.person import Person
 from tests.support.worker import Worker, room_env
+from tools.phrases import PHRASES
 
 HEARD_WITHIN_S = 2.0
 GIVE_UP_S = 15.0  # a turn still silent after this counts as silent for this long
@@ -88,7 +89,7 @@ async def conversation(
     waits = []
     async with worker.person(f"p-{uuid.uuid4().hex[:6]}", f"room-{uuid.uuid4().hex[:8]}") as p:
         await greeted_within(p, time.perf_counter())
-        while len(list(workdir.glob("phrases/*/*.wav"))) < 4:
+        while len(list(workdir.glob("phrases/*/*.wav"))) < len(PHRASES):
             await asyncio.sleep(0.1)  # rendered once per machine and voice, at the first job
         for n in range(turns):
             if during is not None:

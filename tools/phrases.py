@@ -23,11 +23,15 @@ from livekit.agents import AgentSession, ErrorEvent, tts
 
 from pool import Settings, redact
 
+from .greeting import GENERIC_GREETING
+
 logger = logging.getLogger("phrases")
 
-PhraseKey = Literal["one_moment", "stt", "llm", "tts"]
+PhraseKey = Literal["greeting", "one_moment", "stt", "llm", "tts"]
 
 PHRASES: dict[PhraseKey, str] = {
+    # a new person's first words: from audio, they need no TTS round trip
+    "greeting": GENERIC_GREETING,
     "one_moment": "One moment.",
     "stt": "Sorry, I'm having trouble hearing you. Give me a moment.",
     "llm": "Sorry, I'm having trouble thinking right now. Give me a moment.",
@@ -85,13 +89,14 @@ class Phrases:
     def frames(self, key: PhraseKey) -> list[rtc.AudioFrame] | None:
         return self.audio.get(key)
 
-    def say(self, session: AgentSession[Any], key: PhraseKey) -> None:
-        """Say a phrase: its audio when rendered (no TTS call), else through the TTS."""
+    def say(self, session: AgentSession[Any], key: PhraseKey, *, remember: bool = False) -> None:
+        """Say a phrase: its audio when rendered (no TTS call), else through the TTS.
+        ``remember``: the phrase joins the conversation the model sees."""
         frames = self.frames(key)
         if frames is None:
-            session.say(PHRASES[key], add_to_chat_ctx=False)
+            session.say(PHRASES[key], add_to_chat_ctx=remember)
         else:
-            session.say(PHRASES[key], audio=_play(frames), add_to_chat_ctx=False)
+            session.say(PHRASES[key], audio=_play(frames), add_to_chat_ctx=remember)
 
     def _path(self, key: PhraseKey) -> Path:
         return self.directory / f"{key}.wav"
