@@ -102,6 +102,7 @@ async def run_case(
     name: str, livekit: LiveKitServer, workdir: Path, turns: int, **env: str
 ) -> Case:
     case = Case(name)
+    workdir.mkdir(parents=True, exist_ok=True)
     server = OpenAIServer().start()
     worker = Worker(livekit, workdir, **room_env(server.base_url, OPENAI_API_KEY=KEY, **env))
     try:
@@ -174,7 +175,8 @@ async def main_async(out: Path, quick: bool) -> dict[str, Any]:
             ("tts_down", {}),
             ("burst", {"IDLE_PROCESSES": "2"}),
         ):
-            case = await run_case(name, livekit, workdir, turns, **env)
+            # a machine of its own per case: its memory, and its phrases rendered at its start
+            case = await run_case(name, livekit, workdir / name, turns, **env)
             results["cases"][name] = case.report()
             print(f"{name:14} {results['cases'][name]}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
