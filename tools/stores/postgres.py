@@ -12,6 +12,7 @@ import asyncpg
 from pool import Meter
 
 from ..memory import Category, Memory, Write, newest_per_key
+from .outage import is_outage_code
 
 MIGRATION = Path(__file__).resolve().parents[2] / "supabase" / "migrations" / "0001_memories.sql"
 
@@ -136,16 +137,15 @@ class PostgresStore:
         return [_memory(row) for row in rows]
 
     def is_outage(self, exc: BaseException) -> bool:
-        return isinstance(
+        if isinstance(
             exc,
             OSError
             | TimeoutError
             | asyncpg.InterfaceError  # the connection was lost underneath us
-            | asyncpg.PostgresConnectionError
-            | asyncpg.CannotConnectNowError
-            | asyncpg.TooManyConnectionsError
-            | asyncpg.QueryCanceledError,
-        )
+            | asyncpg.PostgresConnectionError,
+        ):
+            return True
+        return isinstance(exc, asyncpg.PostgresError) and is_outage_code(exc.sqlstate)
 
     async def ping(self) -> None:
         await self.pg.fetchval("SELECT 1")

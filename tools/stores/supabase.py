@@ -18,11 +18,11 @@ from pool import Meter
 from supabase import AsyncClient, AsyncClientOptions
 
 from ..memory import Category, Memory, Write, newest_per_key
+from .outage import is_outage_code
 
 TABLE = "memories"
 TOMBSTONES = "memory_tombstones"
 CONFLICT = "user_id,category,key"
-_OUTAGE_CODES = frozenset({"408", "429", "500", "502", "503", "504"})
 
 
 def _iso(ts: float) -> str:
@@ -143,8 +143,8 @@ class SupabaseStore:
     def is_outage(self, exc: BaseException) -> bool:
         if isinstance(exc, httpx.TransportError | TimeoutError | OSError):
             return True
-        # PostgREST relays gateway trouble (502/503/504) and throttling as its error code
-        return isinstance(exc, APIError) and str(exc.code) in _OUTAGE_CODES
+        # PostgREST relays PostgreSQL's SQLSTATE or its own PGRST code; a gateway, a status
+        return isinstance(exc, APIError) and is_outage_code(exc.code)
 
     async def ping(self) -> None:
         await self.client.table(TABLE).select("user_id").limit(1).execute()
