@@ -69,16 +69,23 @@ def missing(message: str) -> None:
     pytest.skip(message)
 
 
+def given_server(variable: str, default_port: int) -> str | None:
+    """The URL in ``variable``, if set; a server named there must answer."""
+    given = os.environ.get(variable)
+    if given:
+        parts = urlsplit(given)
+        if not service_reachable(parts.hostname or "127.0.0.1", parts.port or default_port):
+            missing(f"{variable} names {parts.hostname}:{parts.port}, which does not answer")
+    return given
+
+
 @pytest.fixture(scope="session")
 def pg_admin_dsn() -> Iterator[str]:
     """A superuser DSN: TEST_DATABASE_URL, or a throwaway server for this test session."""
     from tests.support.postgres import PostgresServer, ServiceMissingError
 
-    given = os.environ.get("TEST_DATABASE_URL")
+    given = given_server("TEST_DATABASE_URL", 5432)
     if given:
-        parts = urlsplit(given)
-        if not service_reachable(parts.hostname or "127.0.0.1", parts.port or 5432):
-            missing(f"TEST_DATABASE_URL names {parts.hostname}:{parts.port}, which does not answer")
         yield given
         return
     try:
@@ -92,11 +99,8 @@ def pg_admin_dsn() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_url(request: pytest.FixtureRequest) -> str:
     """TEST_REDIS_URL, or a throwaway redis-server (pytest-redis) for this test session."""
-    given = os.environ.get("TEST_REDIS_URL")
+    given = given_server("TEST_REDIS_URL", 6379)
     if given:
-        parts = urlsplit(given)
-        if not service_reachable(parts.hostname or "127.0.0.1", parts.port or 6379):
-            missing(f"TEST_REDIS_URL names {parts.hostname}:{parts.port}, which does not answer")
         return given
     if shutil.which("redis-server") is None:
         missing("redis-server is not installed; `make test` installs it when run as root")

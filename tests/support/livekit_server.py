@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.support import processes
 from tests.support.ports import free_tcp_port, free_udp_port
 
 VERSION = "v1.13.5"
@@ -161,20 +161,11 @@ class LiveKitServer:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        processes.stop(process)
 
     def kill(self) -> None:
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait(10)
+        processes.kill(process)
 
     def log_tail(self, lines: int = 30) -> str:
         with contextlib.suppress(OSError):

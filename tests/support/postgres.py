@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.support import processes
 from tests.support.ports import free_tcp_port
 
 
@@ -135,21 +136,12 @@ class PostgresServer:
     def stop(self, *, fast: bool = True) -> None:
         """Stop the server by its pid: SIGINT is PostgreSQL's fast shutdown."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGINT if fast else signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        processes.stop(process, signal.SIGINT if fast else signal.SIGTERM, wait_s=30)
 
     def kill(self) -> None:
         """Lose the server at once, as when its host dies."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait(10)
+        processes.kill(process)
 
     def remove(self) -> None:
         self.stop()
