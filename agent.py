@@ -376,13 +376,14 @@ async def first_words(greeting: asyncio.Task[str], *, deadline_s: float) -> str:
 
 def build_server(settings: Settings) -> AgentServer:
     options: dict[str, Any] = {}
+    if settings.log_level is not None:
+        options["log_level"] = settings.log_level
     if settings.agent_http_port is not None:
         options["port"] = settings.agent_http_port
     server = AgentServer(
         setup_fnc=prewarm,
         prometheus_port=settings.prometheus_port,
         drain_timeout=round(settings.drain_timeout_s),
-        log_level=settings.log_level,
         load_fnc=conversation_load(settings.max_conversations),
         load_threshold=1.0,
         # processes ready before a burst: starting one is the CPU spike a burst would pay

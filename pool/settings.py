@@ -121,7 +121,9 @@ class Settings:
     livekit_url: str | None = None
     livekit_api_key: str | None = field(default=None, repr=False)
     livekit_api_secret: str | None = field(default=None, repr=False)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # unset: livekit's own (INFO for `start`; DEBUG for `dev` and `console`, whose text mode
+    # shows the agent's unprompted words, the greeting, only as a DEBUG line)
+    log_level: str | None = None
 
     prometheus_port: int | None = None
     # the worker's health-check HTTP server; livekit's default is 8081 in production
@@ -252,9 +254,7 @@ class Settings:
             livekit_url=reader.optional("LIVEKIT_URL"),
             livekit_api_key=reader.optional("LIVEKIT_API_KEY"),
             livekit_api_secret=reader.optional("LIVEKIT_API_SECRET"),
-            log_level=reader.choice(
-                "LOG_LEVEL", Literal["debug", "info", "warning", "error"], "info"
-            ).upper(),
+            log_level=reader.optional_choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR")),
             prometheus_port=reader.optional_port("PROMETHEUS_PORT"),
             agent_http_port=reader.optional_port("AGENT_HTTP_PORT"),
         )
@@ -365,6 +365,14 @@ class _Reader:
         if len({p.name for p in chain}) != len(chain):
             raise ConfigError(f"{name} lists a provider name twice.")
         return tuple(chain)
+
+    def optional_choice(self, name: str, allowed: tuple[str, ...]) -> str | None:
+        value = self.optional(name)
+        if value is None:
+            return None
+        if value.upper() not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
+        return value.upper()
 
     def choice(self, name: str, options: object, default: str) -> T:  # type: ignore[type-var]
         allowed = get_args(options)
