@@ -6,14 +6,32 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from .redact import redact
-
-if TYPE_CHECKING:
-    from .pool import ConnectionPool
+from .settings import Settings
 
 logger = logging.getLogger("pool.health")
+
+
+class Healable(Protocol):
+    """What the loop needs of a pool: its state, a probe and a heal per resource."""
+
+    settings: Settings
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def resource_names(self) -> list[str]: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def was_used(self, name: str) -> bool: ...
+
+    async def probe(self, name: str) -> None: ...
+
+    async def heal(self, name: str) -> bool: ...
 
 
 class HealthLoop:
@@ -21,7 +39,7 @@ class HealthLoop:
     Every ``health_probe_s``: probe each open client; drop the ones that fail.
     """
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: Healable) -> None:
         self.pool = pool
         self.task: asyncio.Task[None] | None = None
         self.ticks = 0

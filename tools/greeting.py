@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from pool import ConnectionPool
 
-from .memory import Memory
 from .memory_tools import memory_block
+from .model import Memory
 
 # what a greeting is built from; the running conversation summary (CONTEXT) is not, so
 # ordinary conversation does not make the next visit's greeting a cache miss

@@ -20,7 +20,7 @@ import aiosqlite
 from pool import CircuitOpenError, RetryPolicy, redact
 from pool.sqlite_file import connect
 
-from .memory import MemoryStore, Write
+from .model import MemoryStore, Write
 
 logger = logging.getLogger("memory.outbox")
 

@@ -11,7 +11,7 @@ import asyncpg
 
 from pool import Meter
 
-from ..memory import Category, Memory, Write, newest_per_key
+from ..model import Category, Memory, Write, newest_per_key
 from .outage import is_outage_code
 
 MIGRATION = Path(__file__).resolve().parents[2] / "supabase" / "migrations" / "0001_memories.sql"

@@ -14,7 +14,7 @@ import aiosqlite
 from pool import Meter
 from pool.sqlite_file import connect
 
-from ..memory import Category, Memory, Write, newest_per_key
+from ..model import Category, Memory, Write, newest_per_key
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS memories (

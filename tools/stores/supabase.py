@@ -17,7 +17,7 @@ from postgrest.types import ReturnMethod
 from pool import Meter
 from supabase import AsyncClient, AsyncClientOptions
 
-from ..memory import Category, Memory, Write, newest_per_key
+from ..model import Category, Memory, Write, newest_per_key
 from .outage import is_outage_code
 
 TABLE = "memories"
