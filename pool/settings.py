@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Literal, TypeVar, cast, get_args
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .redact import redact, register_secrets
@@ -271,6 +272,23 @@ class Settings:
             )
         if self.http_max_per_host > self.http_max_connections:
             raise ConfigError("HTTP_MAX_PER_HOST cannot be larger than HTTP_MAX_CONNECTIONS.")
+        _check_url("DATABASE_URL", self.database_url, ("postgres", "postgresql"))
+        _check_url("REDIS_URL", self.redis_url, ("redis", "rediss", "unix"))
+        _check_url("SUPABASE_URL", self.supabase_url, ("http", "https"))
+        _check_url("OPENAI_BASE_URL", self.openai_base_url, ("http", "https"))
+
+
+def _check_url(name: str, url: str | None, schemes: tuple[str, ...]) -> None:
+    """A URL that does not parse is named at start, with its secret parts masked."""
+    if url is None:
+        return
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise ConfigError(f"{name} does not parse as a URL ({exc}): {redact(url)!r}.") from None
+    if parts.scheme not in schemes or not (parts.netloc or parts.scheme == "unix"):
+        raise ConfigError(f"{name} must look like {schemes[0]}://host..., got {redact(url)!r}.")
 
 
 class _Reader:

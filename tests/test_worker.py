@@ -177,3 +177,35 @@ def test_a_worker_without_a_livekit_server_says_so_in_one_line(
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"agent.py: {says}"), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ({"HEALTH_TICK_S": "soon"}, "HEALTH_TICK_S must be a number, got 'soon'."),
+        ({"MEMORY_BACKEND": "mongo"}, "MEMORY_BACKEND must be one of sqlite, postgres, supabase"),
+        (
+            {"MEMORY_BACKEND": "postgres", "DATABASE_URL": "postgresql://app:pw-9f@db:54x2/m"},
+            "DATABASE_URL does not parse as a URL",
+        ),
+        ({"DATABASE_URL": "db.internal:5432"}, "DATABASE_URL must look like postgres://host"),
+        ({"LLM_PROVIDERS": '[{"name": "a", "base_ulr": "x"}]'}, "LLM_PROVIDERS[0] has unknown"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR"),
+    ],
+)
+def test_a_malformed_setting_stops_the_start_with_one_line_naming_it(
+    setting: dict[str, str], says: str, tmp_path: Path
+) -> None:
+    env = agent_env(tmp_path, OPENAI_API_KEY=SECRET_MARKER, **setting)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "agent.py"), "console", "--text"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and says in lines[0], result.stderr
+    assert "pw-9f" not in result.stderr  # the password of a bad URL is not shown either
