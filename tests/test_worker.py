@@ -150,6 +150,18 @@ def test_the_pool_metrics_are_served_on_the_worker_metrics_port(
     assert SECRET_MARKER not in exposition
 
 
+def run_agent(command: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`python agent.py COMMAND` to its end, from the directory its .env would be read in."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "agent.py"), command, *args],
+        cwd=env["MEMORY_SQLITE_PATH"].rsplit("/", 1)[0],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 @pytest.mark.parametrize(
     ("livekit", "says"),
     [
@@ -164,15 +176,7 @@ def test_the_pool_metrics_are_served_on_the_worker_metrics_port(
 def test_a_worker_without_a_livekit_server_says_so_in_one_line(
     livekit: dict[str, str], says: str, tmp_path: Path
 ) -> None:
-    env = agent_env(tmp_path, OPENAI_API_KEY=SECRET_MARKER, **livekit)
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "agent.py"), "start"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_agent("start", agent_env(tmp_path, OPENAI_API_KEY=SECRET_MARKER, **livekit))
     assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.splitlines()
@@ -197,14 +201,7 @@ def test_a_malformed_setting_stops_the_start_with_one_line_naming_it(
     setting: dict[str, str], says: str, tmp_path: Path
 ) -> None:
     env = agent_env(tmp_path, OPENAI_API_KEY=SECRET_MARKER, **setting)
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "agent.py"), "console", "--text"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_agent("console", env, "--text")
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and says in lines[0], result.stderr
