@@ -317,7 +317,7 @@ async def entrypoint(ctx: JobContext) -> None:
         user_id = person.identity
 
     phrases = Phrases(voice_directory(settings))
-    phrases.load()
+    await asyncio.to_thread(phrases.load)  # a few small files, but off the event loop
     assistant = await prepare_assistant(memory, user_id, phrases=phrases)
     # composed (or found in the cache) while the session starts
     greeting = asyncio.create_task(greeting_for(pool, user_id, assistant.memories))
