@@ -67,6 +67,8 @@ class Settings:
     pg_statement_cache_size: int = 100
     supabase_url: str | None = None
     supabase_key: str | None = field(default=None, repr=False)
+    # signs a token per user, so row-level security holds on the agent's own requests
+    supabase_jwt_secret: str | None = field(default=None, repr=False)
     memory_outbox_path: str = "data/outbox.db"
     memory_recall_budget_ms: float = 150.0
     memory_ops_per_second: float = 200.0
@@ -175,7 +177,7 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         values = [self.openai_api_key, self.supabase_key, self.database_url, self.redis_url]
-        values += [self.livekit_api_secret]
+        values += [self.livekit_api_secret, self.supabase_jwt_secret]
         for chain in (self.llm_providers, self.stt_providers, self.tts_providers):
             values += [provider.api_key for provider in chain]
         return tuple(v for v in values if v)
@@ -192,6 +194,11 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         reader = _Reader(env)
+        # the anon key works only beside per-user tokens: RLS shows it no one's rows
+        anon_key = reader.optional("SUPABASE_ANON_KEY")
+        jwt_secret = reader.optional("SUPABASE_JWT_SECRET")
+        service_key = reader.optional("SUPABASE_SERVICE_ROLE_KEY")
+        supabase_key = anon_key if anon_key and jwt_secret else service_key
         settings = cls(
             openai_api_key=reader.text("OPENAI_API_KEY", ""),
             openai_base_url=reader.optional("OPENAI_BASE_URL"),
@@ -213,8 +220,8 @@ class Settings:
             database_url=reader.optional("DATABASE_URL"),
             pg_statement_cache_size=reader.non_negative("PG_STATEMENT_CACHE_SIZE", int, 100),
             supabase_url=reader.optional("SUPABASE_URL"),
-            supabase_key=reader.optional("SUPABASE_SERVICE_ROLE_KEY")
-            or reader.optional("SUPABASE_ANON_KEY"),
+            supabase_key=supabase_key,
+            supabase_jwt_secret=jwt_secret,
             memory_outbox_path=reader.text("MEMORY_OUTBOX_PATH", cls.memory_outbox_path),
             memory_recall_budget_ms=reader.positive("MEMORY_RECALL_BUDGET_MS", float, 150.0),
             memory_ops_per_second=reader.positive("MEMORY_OPS_PER_SECOND", float, 200.0),
@@ -267,8 +274,8 @@ class Settings:
             raise ConfigError("MEMORY_BACKEND=postgres needs DATABASE_URL.")
         if self.memory_backend == "supabase" and not (self.supabase_url and self.supabase_key):
             raise ConfigError(
-                "MEMORY_BACKEND=supabase needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY "
-                "(or SUPABASE_ANON_KEY)."
+                "MEMORY_BACKEND=supabase needs SUPABASE_URL and either SUPABASE_ANON_KEY with "
+                "SUPABASE_JWT_SECRET (row-level security per user) or SUPABASE_SERVICE_ROLE_KEY."
             )
         if self.http_max_per_host > self.http_max_connections:
             raise ConfigError("HTTP_MAX_PER_HOST cannot be larger than HTTP_MAX_CONNECTIONS.")

@@ -12,6 +12,7 @@ from pytest_redis import factories
 from pool import ConnectionPool, Settings, get_pool
 from tests.support.livekit_server import LiveKitServer, LiveKitUnavailableError, ensure_binary
 from tests.support.openai_server import OpenAIServer
+from tests.support.postgrest import PostgrestServer
 
 # a throwaway redis-server on a free port, started on first use (see the redis_url fixture)
 redis_proc = factories.redis_proc(port=None)
@@ -59,7 +60,8 @@ async def pool(settings: Settings) -> AsyncIterator[ConnectionPool]:
 
 # -- servers the suite starts itself ---------------------------------------------------------
 
-SUPABASE_TEST_KEY = "service-role-test-key-5b1e"
+# the local PostgREST's project secret; its anon and service keys are signed with it
+SUPABASE_TEST_JWT_SECRET = "local-test-jwt-secret-0b7c2f9e4d6a8131"
 
 
 def missing(message: str) -> None:
@@ -161,12 +163,26 @@ def dsn_port(dsn: str) -> int:
 
 
 @pytest.fixture(scope="session")
-def postgrest_double() -> Iterator[object]:
-    from tests.support.postgrest_double import PostgrestDouble
+def postgrest(pg_dsn: str) -> Iterator[PostgrestServer]:
+    """PostgREST over the test database, with Supabase's roles."""
+    from tests.support.postgrest import PostgrestServer
 
-    double = PostgrestDouble(api_key=SUPABASE_TEST_KEY).start()
-    yield double
-    double.stop()
+    server = PostgrestServer(pg_dsn, SUPABASE_TEST_JWT_SECRET).start()
+    yield server
+    server.stop()
+
+
+def supabase_settings(settings: Settings, postgrest: PostgrestServer) -> Settings:
+    """The agent on the local PostgREST with the anon key and per-user tokens (RLS)."""
+    from dataclasses import replace
+
+    return replace(
+        settings,
+        memory_backend="supabase",
+        supabase_url=postgrest.url,
+        supabase_key=postgrest.anon_key,
+        supabase_jwt_secret=SUPABASE_TEST_JWT_SECRET,
+    )
 
 
 async def migrate(dsn: str) -> None:
@@ -204,14 +220,10 @@ async def backend_settings(request: pytest.FixtureRequest, settings: Settings) -
         await truncate(dsn)
         return replace(settings, memory_backend="postgres", database_url=dsn)
     if backend == "supabase":
-        double = request.getfixturevalue("postgrest_double")
-        double.reset()
-        return replace(
-            settings,
-            memory_backend="supabase",
-            supabase_url=double.url,
-            supabase_key=SUPABASE_TEST_KEY,
-        )
+        postgrest = request.getfixturevalue("postgrest")
+        postgrest.reset()
+        await truncate(postgrest.dsn)
+        return supabase_settings(settings, postgrest)
     return settings
 
 

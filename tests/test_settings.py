@@ -22,6 +22,14 @@ def test_defaults_match_the_documented_ones() -> None:
         ({"MEMORY_BACKEND": "mongo"}, "MEMORY_BACKEND must be one of sqlite, postgres, supabase"),
         ({"MEMORY_BACKEND": "postgres"}, "MEMORY_BACKEND=postgres needs DATABASE_URL"),
         ({"MEMORY_BACKEND": "supabase"}, "needs SUPABASE_URL"),
+        (
+            {
+                "MEMORY_BACKEND": "supabase",
+                "SUPABASE_URL": "https://x.co",
+                "SUPABASE_ANON_KEY": "a",
+            },
+            "SUPABASE_ANON_KEY with SUPABASE_JWT_SECRET",
+        ),
         ({"HTTP_MAX_PER_HOST": "200"}, "cannot be larger than HTTP_MAX_CONNECTIONS"),
     ],
 )
@@ -34,6 +42,16 @@ def test_no_endpoint_is_refused_with_the_variable_and_env_file_named() -> None:
     with pytest.raises(ConfigError, match=r"OPENAI_API_KEY .*\.env"):
         Settings.from_env({}).require_openai()
     Settings.from_env({"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}).require_openai()
+
+
+def test_the_anon_key_is_used_with_per_user_tokens_when_the_jwt_secret_is_set() -> None:
+    env = {"MEMORY_BACKEND": "supabase", "SUPABASE_URL": "https://x.co"}
+    env |= {"SUPABASE_ANON_KEY": "anon", "SUPABASE_SERVICE_ROLE_KEY": "service"}
+    assert Settings.from_env(env).supabase_key == "service"
+    signed = Settings.from_env(env | {"SUPABASE_JWT_SECRET": "jwt-secret-4e1a9f7c"})
+    assert (signed.supabase_key, signed.supabase_jwt_secret) == ("anon", "jwt-secret-4e1a9f7c")
+    assert "jwt-secret-4e1a9f7c" in signed.secrets
+    assert "jwt-secret-4e1a9f7c" not in repr(signed) + str(signed.public())
 
 
 def test_secrets_never_show_in_repr_public_view_or_redacted_text() -> None:

@@ -26,7 +26,12 @@ def memory_spec(settings: Settings) -> ResourceSpec[MemoryStore]:
             from .supabase import SupabaseStore
 
             assert settings.supabase_url is not None and settings.supabase_key is not None
-            return await SupabaseStore.open(settings.supabase_url, settings.supabase_key, meter)
+            return await SupabaseStore.open(
+                settings.supabase_url,
+                settings.supabase_key,
+                meter,
+                jwt_secret=settings.supabase_jwt_secret,
+            )
         from .sqlite import SqliteStore
 
         return await SqliteStore.open(settings.memory_sqlite_path, meter)

@@ -14,9 +14,11 @@ from pool import Meter
 from ..model import Category, Memory, Write, newest_per_key
 from .outage import is_outage_code
 
-MIGRATION = Path(__file__).resolve().parents[2] / "supabase" / "migrations" / "0001_memories.sql"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
+# present once the newest migration has run
+NEWEST_OBJECT = "SELECT to_regprocedure('public.memory_tombstones_forget()')"
 
-# the ordering and tombstone rules are enforced by the table's trigger (see the migration)
+# the ordering and tombstone rules are enforced by the tables' triggers (see the migrations)
 UPSERT = """
 INSERT INTO public.memories (user_id, category, key, value, created_at, updated_at)
 SELECT u, c, k, v, to_timestamp(t), to_timestamp(t)
@@ -25,17 +27,12 @@ ON CONFLICT (user_id, category, key)
 DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
 """
 
+# writing the tombstone deletes the memory it covers (the tombstone's trigger)
 DELETE = """
-WITH d AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[]) AS d(u, c, k, t)
-), stamped AS (
-    INSERT INTO public.memory_tombstones (user_id, category, key, deleted_at)
-    SELECT u, c, k, to_timestamp(t) FROM d
-    ON CONFLICT (user_id, category, key)
-    DO UPDATE SET deleted_at = greatest(memory_tombstones.deleted_at, excluded.deleted_at)
-)
-DELETE FROM public.memories m USING d
-WHERE m.user_id = d.u AND m.category = d.c AND m.key = d.k AND m.updated_at <= to_timestamp(d.t)
+INSERT INTO public.memory_tombstones (user_id, category, key, deleted_at)
+SELECT u, c, k, to_timestamp(t)
+FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[]) AS d(u, c, k, t)
+ON CONFLICT (user_id, category, key) DO UPDATE SET deleted_at = excluded.deleted_at
 """
 
 COLUMNS = "user_id, category, key, value, created_at, updated_at"
@@ -66,7 +63,12 @@ def _memory(row: asyncpg.Record) -> Memory:
 
 
 async def apply_migration(conn: asyncpg.Connection) -> None:
-    await conn.execute(MIGRATION.read_text())
+    """Run every migration in order; each is idempotent. Workers starting together on an
+    empty database take turns on a lock rather than racing on the same DDL."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('memories-migration'))")
+        for path in sorted(MIGRATIONS.glob("*.sql")):
+            await conn.execute(path.read_text())
 
 
 class PostgresStore:
@@ -90,7 +92,7 @@ class PostgresStore:
         )
         try:
             async with pg.acquire() as conn:
-                if await conn.fetchval("SELECT to_regclass('public.memories')") is None:
+                if await conn.fetchval(NEWEST_OBJECT) is None:
                     await apply_migration(conn)
         except BaseException:
             await pg.close()
