@@ -2,6 +2,7 @@
 
 python agent.py console --text   talk to it in the terminal, no LiveKit server
 python agent.py dev | start      run it as a LiveKit worker
+python agent.py memory outbox    memory writes waiting or set aside; `memory replay` retries
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.plugins import silero
 
 from pool import ConfigError, ConnectionPool, Settings, get_pool, install_log_redaction, redact
+from tools import memory_cli
 from tools.acknowledge import acknowledged
 from tools.background import PostTurnWorker, follow_turns
 from tools.capacity import conversation_load
@@ -181,7 +183,9 @@ class Assistant(Agent):
         """Report the health of the agent's connections to its AI provider, memory store and
         HTTP services: per resource its health, requests, failures, p95 latency and how many
         connections were opened versus reused."""
-        return stats_report(context.userdata.pool)
+        data = context.userdata
+        outbox = data.memory.outbox if data.memory is not None else None
+        return await stats_report(data.pool, outbox)
 
     @function_tool(name="cleanupConnectionPool")
     async def cleanup_connection_pool(self, context: RunContext[SessionData]) -> str:
@@ -417,6 +421,8 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"agent.py: {exc}", file=sys.stderr)
         return 2
+    if command == "memory":
+        return memory_cli.run(argv[argv.index("memory") + 1 :], settings)
     cli.run_app(build_server(settings))
     return 0
 

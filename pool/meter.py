@@ -70,7 +70,9 @@ class Meter:
         entry = self.metrics.record(outcome, latency, error)
         prometheus.observe_call(self.name, outcome, latency)
         slow = latency >= self.metrics.slow_call_s
-        if outcome == "success" and not (slow and self.slow_call_is_failure):
+        if outcome == "refused" or (
+            outcome == "success" and not (slow and self.slow_call_is_failure)
+        ):
             self.breaker.on_success()
         else:
             self.breaker.on_failure()
@@ -114,8 +116,12 @@ class Meter:
         prometheus.RETRIES.labels(self.name).inc()
 
     @asynccontextmanager
-    async def guard(self) -> AsyncIterator[None]:
-        """Time the body as one call; any exception counts as a failure and re-raises."""
+    async def guard(
+        self, is_refusal: Callable[[BaseException], bool] | None = None
+    ) -> AsyncIterator[None]:
+        """Time the body as one call; an exception counts as a failure and re-raises, unless
+        ``is_refusal`` says the service answered and refused (a constraint, a permission):
+        that is counted apart and never opens the breaker."""
         started = self.before_call()
         try:
             yield
@@ -124,6 +130,10 @@ class Meter:
             raise
         except TimeoutError as exc:
             self.finish(started, "timeout", exc)
+            raise
+        except Exception as exc:
+            refused = is_refusal is not None and is_refusal(exc)
+            self.finish(started, "refused" if refused else "failure", exc)
             raise
         except BaseException as exc:
             self.finish(started, "failure", exc)

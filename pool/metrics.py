@@ -14,7 +14,8 @@ from typing import Any, Literal
 from .redact import redact
 
 Health = Literal["HEALTHY", "DEGRADED", "FAILED", "UNKNOWN"]
-Outcome = Literal["success", "failure", "timeout"]
+# "refused": the service answered and said no (a constraint, a permission); it is up
+Outcome = Literal["success", "failure", "timeout", "refused"]
 
 HEALTHY_AT = 0.95
 DEGRADED_AT = 0.80
@@ -39,6 +40,7 @@ class ResourceMetrics:
     retries: int = 0
     # the caller gave up (an interrupted reply, a deadline): neither success nor failure
     cancelled: int = 0
+    refused: int = 0  # answered with a refusal of this request: the service is up
     connections_opened: int = 0
     connections_reused: int = 0
     last_request_at: float | None = None
@@ -56,8 +58,10 @@ class ResourceMetrics:
         """Count one call; returns its window entry, for :meth:`amend_to_failure`."""
         self.requests += 1
         self.last_request_at = time.time()
-        ok = outcome == "success"
-        if ok:
+        ok = outcome in ("success", "refused")
+        if outcome == "refused":
+            self.refused += 1
+        elif ok:
             self.successes += 1
         else:
             self.failures += 1
@@ -149,6 +153,7 @@ class ResourceMetrics:
             "stalls": self.stalls,
             "retries": self.retries,
             "cancelled": self.cancelled,
+            "refused": self.refused,
             "success_rate": None if rate is None else round(rate, 3),
             "latency_ms": self.latency_ms(),
             "connections": {

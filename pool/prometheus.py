@@ -52,6 +52,13 @@ BREAKER_STATE = Gauge(
     multiprocess_mode="livemax",
 )
 RETRIES = Counter("agent_pool_retries", "Retries made by the pool's own calls.", ["resource"])
+OUTBOX_WRITES = Gauge(
+    "agent_memory_outbox_writes",
+    "Memory writes in the durable outbox: pending (the store was unreachable) or set_aside "
+    "(the store refused them; `python agent.py memory replay` retries them).",
+    ["state"],
+    multiprocess_mode="livemax",
+)
 RETRIES_DENIED = Counter(
     "agent_pool_retries_denied",
     "Retries refused by the retry budget during an outage.",

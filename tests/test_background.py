@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 from livekit.agents import AgentSession
 
@@ -30,9 +31,10 @@ def is_turn(body: dict) -> bool:  # type: ignore[type-arg]
 async def test_a_slow_extraction_does_not_delay_the_next_reply(
     settings: Settings, server: OpenAIServer
 ) -> None:
+    held = threading.Event()  # the model answers background work only when released
     server.script(
-        Rule(text='{"memories": []}', when=is_extraction, fault=Fault(delay_s=5), times=None),
-        Rule(text="A summary.", when=is_summary, fault=Fault(delay_s=5), times=None),
+        Rule(text='{"memories": []}', when=is_extraction, fault=Fault(hold=held), times=None),
+        Rule(text="A summary.", when=is_summary, fault=Fault(hold=held), times=None),
     )
     pool = get_pool(settings)
     memory = await open_memory_service(pool)
@@ -52,6 +54,7 @@ async def test_a_slow_extraction_does_not_delay_the_next_reply(
         await worker.aclose(deadline_s=0.1)  # cancelled cleanly at shutdown
         assert worker.pending == 0
     finally:
+        held.set()
         await memory.aclose()
         await pool.aclose()
 

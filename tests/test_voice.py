@@ -133,7 +133,7 @@ async def test_stt_and_tts_fail_over_to_the_next_provider(
                 # livekit's STT FallbackAdapter switches providers but does not replay the
                 # failed utterance to the next one: the user has to say it again
                 await wait_until(lambda: pool.stats()["resources"]["primary"]["failures"] >= 1)
-                await asyncio.sleep(0.5)
+                await wait_until(lambda: session.user_state != "speaking")
                 speech.say(utterance)
                 await wait_until(lambda: captured.seconds >= 0.25)
                 speech.close()

@@ -165,12 +165,8 @@ class MemoryService:
         except Exception as exc:
             if self.outbox is None or not await self._is_outage(exc):
                 raise
-            logger.warning(
-                "memory store unavailable (%s); queued %d write(s) in the outbox",
-                redact(type(exc).__name__),
-                len(writes),
-            )
             await self.outbox.put(writes)
+            await self.outbox.note_outage(exc)
             return "queued"
         await self._changed(writes)
         return "saved"

@@ -82,6 +82,9 @@ class MemoryStore(Protocol):
         """True when ``exc`` says the store is unreachable or overloaded (worth retrying
         and queueing), False when it refused the request itself."""
 
+    def is_refusal(self, exc: BaseException) -> bool:
+        """True when the store answered and refused this request (it is up)."""
+
 
 # -- validation ---------------------------------------------------------------------------
 

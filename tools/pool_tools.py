@@ -7,6 +7,8 @@ from typing import Any
 
 from pool import ConnectionPool, redact
 
+from .outbox import Outbox
+
 
 def stats_summary(pool: ConnectionPool) -> dict[str, Any]:
     """The fields worth reading aloud, per resource that has been used or created."""
@@ -31,8 +33,12 @@ def stats_summary(pool: ConnectionPool) -> dict[str, Any]:
     return {"pool": stats["state"], "uptime_s": stats["uptime_s"], "resources": resources}
 
 
-def stats_report(pool: ConnectionPool) -> str:
-    return redact(json.dumps(stats_summary(pool), separators=(",", ":")))
+async def stats_report(pool: ConnectionPool, outbox: Outbox | None = None) -> str:
+    """The summary as compact JSON, with the memory writes waiting or set aside."""
+    summary = stats_summary(pool)
+    if outbox is not None:
+        summary["memory_outbox"] = await outbox.totals()
+    return redact(json.dumps(summary, separators=(",", ":")))
 
 
 async def cleanup_report(pool: ConnectionPool) -> str:

@@ -39,6 +39,8 @@ class Fault:
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0  # before the response headers
+    # answer only once the test sets it (at most a minute): "still waiting" without a clock
+    hold: threading.Event | None = None
     stall_after_chunks: int | None = None  # stream this many chunks, then stall
     stall_s: float = 30.0
     reset_after_chunks: int | None = None  # stream this many chunks, then drop the socket
@@ -237,6 +239,11 @@ class OpenAIServer:
         delay = self.latency_s + (fault.delay_s if fault else 0.0)
         if delay:
             await asyncio.sleep(delay)
+        if fault is not None and fault.hold is not None:
+            for _ in range(6000):
+                if fault.hold.is_set():
+                    break
+                await asyncio.sleep(0.01)
         if fault is None or fault.status is None:
             return None
         message = f"injected {fault.status}"

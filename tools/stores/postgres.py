@@ -103,7 +103,7 @@ class PostgresStore:
         writes = newest_per_key(writes)
         saves = [w for w in writes if w.value is not None]
         deletes = [w for w in writes if w.value is None]
-        async with self.meter.guard(), self.pg.acquire() as conn, conn.transaction():
+        async with self.meter.guard(self.is_refusal), self.pg.acquire() as conn, conn.transaction():
             if saves:
                 await conn.execute(
                     UPSERT,
@@ -125,7 +125,7 @@ class PostgresStore:
     async def get_many(self, user_id: str, keys: Sequence[tuple[Category, str]]) -> list[Memory]:
         if not keys:
             return []
-        async with self.meter.guard():
+        async with self.meter.guard(self.is_refusal):
             rows = await self.pg.fetch(
                 GET_MANY, user_id, [c for c, _ in keys], [k for _, k in keys]
             )
@@ -134,7 +134,7 @@ class PostgresStore:
     async def recall(
         self, user_id: str, category: Category | None = None, limit: int = 200
     ) -> list[Memory]:
-        async with self.meter.guard():
+        async with self.meter.guard(self.is_refusal):
             rows = await self.pg.fetch(RECALL, user_id, category, limit)
         return [_memory(row) for row in rows]
 
@@ -148,6 +148,10 @@ class PostgresStore:
         ):
             return True
         return isinstance(exc, asyncpg.PostgresError) and is_outage_code(exc.sqlstate)
+
+    def is_refusal(self, exc: BaseException) -> bool:
+        """The store answered and refused this request; it is up."""
+        return isinstance(exc, asyncpg.PostgresError) and not self.is_outage(exc)
 
     async def ping(self) -> None:
         await self.pg.fetchval("SELECT 1")

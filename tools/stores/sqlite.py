@@ -93,7 +93,7 @@ class SqliteStore:
             if w.value is not None
         ]
         deletes = [(w.user_id, w.category, w.key, w.written_at) for w in writes if w.value is None]
-        async with self.meter.guard():
+        async with self.meter.guard(self.is_refusal):
             try:
                 await self.db.execute("BEGIN IMMEDIATE")
                 if saves:
@@ -117,7 +117,7 @@ class SqliteStore:
             f"SELECT {COLUMNS} FROM memories WHERE user_id = ? "
             f"AND (category, key) IN (VALUES {pairs})"
         )
-        async with self.meter.guard(), self.db.execute(query, params) as cursor:
+        async with self.meter.guard(self.is_refusal), self.db.execute(query, params) as cursor:
             return [_memory(row) for row in await cursor.fetchall()]
 
     async def recall(
@@ -130,12 +130,16 @@ class SqliteStore:
             params.append(category)
         query += " ORDER BY updated_at DESC LIMIT ?"
         params.append(limit)
-        async with self.meter.guard(), self.db.execute(query, params) as cursor:
+        async with self.meter.guard(self.is_refusal), self.db.execute(query, params) as cursor:
             return [_memory(row) for row in await cursor.fetchall()]
 
     def is_outage(self, exc: BaseException) -> bool:
         # a locked database or a full disk passes; a constraint or a closed handle does not
         return isinstance(exc, sqlite3.OperationalError | TimeoutError)
+
+    def is_refusal(self, exc: BaseException) -> bool:
+        """The store answered and refused this request; it is up."""
+        return isinstance(exc, sqlite3.DatabaseError) and not self.is_outage(exc)
 
     async def ping(self) -> None:
         async with self.db.execute("SELECT 1") as cursor:

@@ -162,7 +162,7 @@ class SupabaseStore:
             if w.value is not None
         ]
         deletes = [w for w in writes if w.value is None]
-        async with self.meter.guard():
+        async with self.meter.guard(self.is_refusal):
             if deletes:
                 stamps = [
                     {
@@ -190,7 +190,7 @@ class SupabaseStore:
         if not keys:
             return []
         wanted = set(keys)
-        async with self.meter.guard():
+        async with self.meter.guard(self.is_refusal):
             response = await (
                 self._table(TABLE, user_id)
                 .select("*")
@@ -207,7 +207,7 @@ class SupabaseStore:
         query = self._table(TABLE, user_id).select("*").eq("user_id", user_id)
         if category is not None:
             query = query.eq("category", category)
-        async with self.meter.guard():
+        async with self.meter.guard(self.is_refusal):
             response = await query.order("updated_at", desc=True).limit(limit).execute()
         return [_memory(row) for row in response.data]
 
@@ -216,6 +216,10 @@ class SupabaseStore:
             return True
         # PostgREST relays PostgreSQL's SQLSTATE or its own PGRST code; a gateway, a status
         return isinstance(exc, APIError) and is_outage_code(exc.code)
+
+    def is_refusal(self, exc: BaseException) -> bool:
+        """The store answered and refused this request; it is up."""
+        return isinstance(exc, APIError) and not self.is_outage(exc)
 
     async def ping(self) -> None:
         await self._table(TABLE, None).select("user_id").limit(1).execute()
