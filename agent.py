@@ -38,6 +38,7 @@ from tools import memory_cli
 from tools.acknowledge import acknowledged
 from tools.background import PostTurnWorker, follow_turns
 from tools.capacity import conversation_load
+from tools.console_view import quiet_unused_cloud_warnings, show_agent_words
 from tools.greeting import GENERIC_GREETING, forget_greeting, greeting_for
 from tools.memory import Memory, MemoryService
 from tools.memory_tools import (
@@ -55,8 +56,9 @@ from tools.stores import memory_spec, open_memory_service
 
 logger = logging.getLogger("agent")
 ONE_MOMENT = PHRASES["one_moment"]
-# job processes import this module without running main(): redact there too
+# job processes import this module without running main(): redact and quiet there too
 install_log_redaction()
+quiet_unused_cloud_warnings()
 
 INSTRUCTIONS = """You are a friendly voice assistant who remembers the people you talk to.
 Keep answers short and speakable: no lists, markdown, emojis or symbols.
@@ -223,7 +225,7 @@ async def build_session(
             drain_s=drain_s,
             llm=model,
             userdata=userdata,
-            turn_handling={"turn_detection": "manual"},
+            turn_handling={"turn_detection": "manual", "interruption": {"mode": "vad"}},
             conn_options=VOICE_CONN_OPTIONS,
         )
     return GracefulSession(
@@ -233,8 +235,9 @@ async def build_session(
         llm=model,
         tts=await build_tts(pool),
         vad=vad,
-        # the multilingual turn detector downloads its model at run time; VAD needs nothing
-        turn_handling={"turn_detection": "vad"},
+        # the multilingual turn detector downloads its model at run time, and adaptive
+        # interruption needs LiveKit Cloud: VAD needs nothing beyond this process
+        turn_handling={"turn_detection": "vad", "interruption": {"mode": "vad"}},
         userdata=userdata,
     )
 
@@ -351,6 +354,8 @@ async def entrypoint(ctx: JobContext) -> None:
         phrases.say(session, "greeting", remember=True)
     else:
         session.say(words)
+    if ctx.is_fake_job():
+        show_agent_words(words)
 
 
 async def wait_for_person(ctx: JobContext, timeout_s: float) -> rtc.RemoteParticipant | None:
@@ -378,10 +383,10 @@ async def first_words(greeting: asyncio.Task[str], *, deadline_s: float) -> str:
         return GENERIC_GREETING
 
 
-def build_server(settings: Settings) -> AgentServer:
-    options: dict[str, Any] = {}
-    if settings.log_level is not None:
-        options["log_level"] = settings.log_level
+def build_server(settings: Settings, command: str = "start") -> AgentServer:
+    # the console's first screen is the greeting and a prompt; a worker logs what it does
+    level = settings.log_level or ("WARNING" if command == "console" else "INFO")
+    options: dict[str, Any] = {"log_level": "WARN" if level == "WARNING" else level}
     if settings.agent_http_port is not None:
         options["port"] = settings.agent_http_port
     server = AgentServer(
@@ -400,6 +405,15 @@ def build_server(settings: Settings) -> AgentServer:
     # configuration or the dispatch API); without one, every new room gets it
     server.rtc_session(agent_name=settings.agent_name or "")(entrypoint)
     return server
+
+
+def portaudio_installed() -> bool:
+    """livekit's console imports sounddevice, which cannot load without PortAudio."""
+    try:
+        import sounddevice  # noqa: F401
+    except OSError:
+        return False
+    return True
 
 
 def main(argv: list[str]) -> int:
@@ -423,7 +437,14 @@ def main(argv: list[str]) -> int:
         return 2
     if command == "memory":
         return memory_cli.run(argv[argv.index("memory") + 1 :], settings)
-    cli.run_app(build_server(settings))
+    if command == "console" and not portaudio_installed():
+        print(
+            "agent.py: the console needs the PortAudio library, even in text mode; install it "
+            "with: sudo apt-get install libportaudio2 (`make run` does this for you)",
+            file=sys.stderr,
+        )
+        return 2
+    cli.run_app(build_server(settings, command))
     return 0
 
 
