@@ -4,17 +4,23 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+# livekit-client for the room's page, pinned by room/package-lock.json
+NODE_MODULES := room/node_modules/.package-lock.json
 
-.PHONY: run test check format bench bench-silence system-deps livekit-server
+.PHONY: run room test check format bench bench-silence system-deps browser-deps livekit-server
 
 run: $(INSTALLED) system-deps .env
 	$(PY) agent.py console --text
 
+# talk to it from a browser: the local LiveKit server, the worker and a web page, on loopback
+room: $(INSTALLED) system-deps livekit-server $(NODE_MODULES) .env
+	$(PY) -m room
+
 # the suite starts its own PostgreSQL, Redis and LiveKit servers on free loopback ports
-test: $(INSTALLED) system-deps livekit-server
+test: $(INSTALLED) system-deps browser-deps livekit-server $(NODE_MODULES)
 	$(PY) -m pytest
 
-check: $(INSTALLED) system-deps livekit-server
+check: $(INSTALLED) system-deps browser-deps livekit-server $(NODE_MODULES)
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) -m mypy
@@ -35,6 +41,10 @@ $(INSTALLED): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(NODE_MODULES): room/package.json room/package-lock.json
+	cd room && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 .env:
@@ -58,7 +68,18 @@ system-deps:
 	  fi; \
 	fi
 
+# Debian's Chromium for the browser test (Playwright drives it; no browser is downloaded)
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing chromium"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "Missing chromium for the browser test. Install it with: sudo apt-get install chromium"; \
+	  fi; \
+	fi
+
 # Built once per machine from its Go module into ~/.cache (about 5 minutes); the room tests
 # skip without it on a developer's machine, and fail under CI.
 livekit-server: $(INSTALLED)
-	@$(PY) -m tests.support.livekit_server build || echo "The room tests will not run without it."
+	@$(PY) -m room.livekit_server build || echo "The room tests will not run without it."

@@ -317,6 +317,12 @@ async def entrypoint(ctx: JobContext) -> None:
     if ctx.is_fake_job():
         user_id = settings.user_id
     else:
+
+        async def pool_stats(_: rtc.RpcInvocationData) -> str:
+            return await stats_report(pool, memory.outbox)
+
+        # the same report the tool reads out, for a page in the room (make room's pool panel)
+        ctx.room.local_participant.register_rpc_method("getConnectionPoolStats", pool_stats)
         person = await wait_for_person(ctx, settings.participant_wait_s)
         if person is None:
             ctx.shutdown(reason="no participant joined")

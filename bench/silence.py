@@ -30,7 +30,7 @@ from typing import Any
 
 from bench.__main__ import commit, machine
 from tests.support.audio_io import speak_to_frames
-from tests.support.livekit_server import LiveKitServer, ensure_binary
+from room.livekit_server import LiveKitServer, ensure_binary
 from tests.support.openai_server import Fault, OpenAIServer, Rule
 from tests.support.person import Person
 from tests.support.worker import Worker, room_env

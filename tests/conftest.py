@@ -10,7 +10,7 @@ import pytest
 from pytest_redis import factories
 
 from pool import ConnectionPool, Settings, get_pool
-from tests.support.livekit_server import LiveKitServer, LiveKitUnavailableError, ensure_binary
+from room.livekit_server import LiveKitServer, LiveKitUnavailableError, ensure_binary
 from tests.support.openai_server import OpenAIServer
 from tests.support.postgrest import PostgrestServer
 

@@ -16,7 +16,7 @@ import pytest
 from livekit import api
 
 from tests.support.audio_io import speak_to_frames
-from tests.support.livekit_server import API_KEY, API_SECRET, LiveKitServer
+from room.livekit_server import API_KEY, API_SECRET, LiveKitServer
 from tests.support.openai_server import (
     Fault,
     OpenAIServer,

@@ -89,7 +89,9 @@ def test_sigterm_during_a_job_flushes_memory_and_closes_the_pool(
             fault=Fault(delay_s=1.0),
         ),
     )
-    env = agent_env(tmp_path, OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY=SECRET_MARKER)
+    env = agent_env(
+        tmp_path, OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY=SECRET_MARKER, LOG_LEVEL="INFO"
+    )
     child = spawn_console(env, tmp_path)
     child.logfile_read = io.StringIO()
     try:

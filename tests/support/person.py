@@ -19,7 +19,7 @@ from livekit.agents.types import (
 )
 
 from tests.support.audio_io import FRAME_MS, SAMPLE_RATE, silence
-from tests.support.livekit_server import API_KEY, API_SECRET
+from room.livekit_server import API_KEY, API_SECRET
 
 # int16 RMS; espeak speech and the test server's tone are in the thousands, silence is 0
 SOUND_RMS = 200.0

@@ -21,8 +21,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support import processes
-from tests.support.ports import free_tcp_port
+from room import processes
+from room.ports import free_tcp_port
 
 
 class ServiceMissingError(RuntimeError):

@@ -15,9 +15,9 @@ from pathlib import Path
 import psutil
 
 from tests.support.console import ROOT, agent_env
-from tests.support.livekit_server import API_KEY, API_SECRET, LiveKitServer
+from room.livekit_server import API_KEY, API_SECRET, LiveKitServer
 from tests.support.person import Person
-from tests.support.ports import free_tcp_port
+from room.ports import free_tcp_port
 
 
 class Worker:

@@ -1,4 +1,4 @@
-"""Stopping the server processes a test started, by their pid, whatever state they are in."""
+"""Stopping the server processes we started, by their pid, whatever state they are in."""
 
 from __future__ import annotations
 

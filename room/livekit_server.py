@@ -7,7 +7,7 @@ per machine (about 5 minutes on 2 cores) and reused after.
 Pinned to v1.13.5: v1.13.6 to v1.13.11 ``replace`` pion's webrtc/dtls/ice with LiveKit
 forks in their go.mod, which ``go install`` refuses and the module proxy does not serve.
 
-    python -m tests.support.livekit_server build    # build (or find) the binary, print its path
+    python -m room.livekit_server build    # build (or find) the binary, print its path
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.support import processes
-from tests.support.ports import free_tcp_port, free_udp_port
+from room import processes
+from room.ports import free_tcp_port, free_udp_port
 
 VERSION = "v1.13.5"
 MODULE = "github.com/livekit/livekit-server/cmd/server"
@@ -187,7 +187,7 @@ class LiveKitServer:
 
 def main(argv: list[str]) -> int:
     if argv[1:] != ["build"]:
-        print("usage: python -m tests.support.livekit_server build", file=sys.stderr)
+        print("usage: python -m room.livekit_server build", file=sys.stderr)
         return 2
     try:
         print(ensure_binary())

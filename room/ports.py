@@ -1,4 +1,4 @@
-"""Free loopback ports for the servers a test starts."""
+"""Free loopback ports for the local servers (`make room`, the tests, the benchmarks)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,104 @@
+"""``make room``: the local LiveKit server, the worker and the web page, on loopback.
+
+python -m room          # then open the address it prints; Ctrl+C stops all three
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from aiohttp import web
+from dotenv import find_dotenv, load_dotenv
+
+from pool import ConfigError, Settings
+
+from . import processes
+from .livekit_server import API_KEY, API_SECRET, LiveKitServer, LiveKitUnavailableError
+from .web import LIVEKIT_CLIENT, RoomConfig, create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENT_NAME = "voice-room"
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 < port < 65536:
+        raise ValueError(value)
+    return port
+
+
+async def serve(host: str, port: int, config: RoomConfig, worker: subprocess.Popen[bytes]) -> int:
+    """The page, until Ctrl+C or the worker exits."""
+    runner = web.AppRunner(create_app(config), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        print(f"Open http://{host}:{port}  (LiveKit at {config.livekit_url}; Ctrl+C stops all)")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        while not stop.is_set() and worker.poll() is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await stop.wait()
+    finally:
+        await runner.cleanup()
+    if worker.poll() is not None:
+        print(f"room: the worker exited with code {worker.returncode}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(host: str, port: int) -> int:
+    settings = Settings.from_env()
+    settings.require_openai()
+    if not LIVEKIT_CLIENT.exists():
+        raise ConfigError(
+            "livekit-client is not installed: run `npm ci` in room/ (make room does)."
+        )
+    agent_name = settings.agent_name or AGENT_NAME
+    livekit = LiveKitServer().start()
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        env = {
+            **os.environ,
+            "LIVEKIT_URL": livekit.url,
+            "LIVEKIT_API_KEY": API_KEY,
+            "LIVEKIT_API_SECRET": API_SECRET,
+            "AGENT_NAME": agent_name,
+        }
+        worker = subprocess.Popen([sys.executable, "agent.py", "start"], cwd=ROOT, env=env)
+        config = RoomConfig(livekit.url, API_KEY, API_SECRET, agent_name=agent_name)
+        return asyncio.run(serve(host, port, config, worker))
+    finally:
+        processes.stop(worker)
+        livekit.stop()
+
+
+def main() -> int:
+    load_dotenv(find_dotenv(usecwd=True))
+    host = os.environ.get("ROOM_HOST", "127.0.0.1")
+    try:
+        port = _port(os.environ.get("ROOM_PORT", "8080"))
+    except ValueError:
+        print(f"room: ROOM_PORT must be a port number, got {os.environ['ROOM_PORT']!r}")
+        return 2
+    try:
+        return run(host, port)
+    except (ConfigError, LiveKitUnavailableError) as exc:
+        print(f"room: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"room: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
