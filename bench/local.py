@@ -25,41 +25,83 @@ from .rig import Rig
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def greeting_cache(rig: Rig, hits: int, concurrent: int) -> dict[str, Any]:
-    pool = get_pool(rig.settings)
-    now = time.time()
-    memories = [Memory("bench-user", "FACT", "name", "Ada", now, now)]
-    try:
-        await pool.warm()
-        started = time.perf_counter()
-        await greeting_for(pool, "bench-user", memories)
-        miss = time.perf_counter() - started
-        timings = []
-        for _ in range(hits):
-            started = time.perf_counter_ns()
-            await greeting_for(pool, "bench-user", memories)
-            timings.append(time.perf_counter_ns() - started)
-
-        calls = 0
-
-        async def upstream() -> str:
-            nonlocal calls
-            calls += 1
-            await asyncio.sleep(0.05)
-            return "hello"
-
-        key = f"single-flight:{uuid.uuid4().hex}"
-        await asyncio.gather(
-            *(pool.cache.cached_async_call(key, upstream) for _ in range(concurrent))
-        )
-    finally:
-        await pool.aclose()
-    return {
-        "miss_ms": round(miss * 1000, 2),
-        "hit_p50_us": round(statistics.median(timings) / 1000, 2),
-        "concurrent_misses": concurrent,
-        "upstream_calls": calls,
+def _greeting_in_a_new_process(rig: Rig, user: str, redis_url: str | None) -> dict[str, Any]:
+    config = {
+        "base_url": rig.settings.openai_base_url,
+        "sqlite": str(rig.workdir / "greetings.db"),
+        "redis": redis_url,
+        "user": user,
     }
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.greeting_probe", json.dumps(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-2000:])
+    probe: dict[str, Any] = json.loads(result.stdout)
+    return probe
+
+
+async def greeting_cache(
+    rig: Rig, hits: int, concurrent: int, redis_url: str | None
+) -> dict[str, Any]:
+    """Through ``greeting_for`` and the LLM, with requests counted at the server: a miss,
+    hits, concurrent misses for one new user, and a second process (a fresh job) that finds
+    the greeting in the shared layer, SQLite on one machine and Redis across machines."""
+    llm_calls = lambda: rig.server.count("/chat/completions")  # noqa: E731
+    figures: dict[str, Any] = {}
+    for layer, redis in (("sqlite", None), ("redis", redis_url)):
+        if layer == "redis" and redis is None:
+            continue
+        settings = replace(
+            rig.settings, memory_sqlite_path=str(rig.workdir / "greetings.db"), redis_url=redis
+        )
+        pool = get_pool(settings)
+        now = time.time()
+        user = f"bench-{layer}-{uuid.uuid4().hex[:6]}"
+        memories = [Memory(user, "FACT", "name", "Ada", now, now)]
+        try:
+            await pool.warm()
+            before = llm_calls()
+            started = time.perf_counter()
+            await greeting_for(pool, user, memories)
+            miss = time.perf_counter() - started
+            miss_calls = llm_calls() - before
+            before = llm_calls()
+            timings = []
+            for _ in range(hits):
+                started_ns = time.perf_counter_ns()
+                await greeting_for(pool, user, memories)
+                timings.append(time.perf_counter_ns() - started_ns)
+            hit_calls = llm_calls() - before
+
+            crowd = f"bench-crowd-{uuid.uuid4().hex[:6]}"
+            crowd_memories = [Memory(crowd, "FACT", "name", "Ada", now, now)]
+            before = llm_calls()
+            await asyncio.gather(
+                *(greeting_for(pool, crowd, crowd_memories) for _ in range(concurrent))
+            )
+            crowd_calls = llm_calls() - before
+        finally:
+            await pool.aclose()
+        before = llm_calls()
+        other = await asyncio.to_thread(_greeting_in_a_new_process, rig, user, redis)
+        figures[layer] = {
+            "miss_ms": round(miss * 1000, 2),
+            "miss_llm_calls": miss_calls,
+            "hit_p50_us": round(statistics.median(timings) / 1000, 2),
+            "hits": hits,
+            "hit_llm_calls": hit_calls,
+            "concurrent_misses": concurrent,
+            "concurrent_llm_calls": crowd_calls,
+            "new_process_ms": other["ms"],
+            "new_process_from_shared_layer": other["hits_shared"] == 1 and other["misses"] == 0,
+            "new_process_llm_calls": llm_calls() - before,
+        }
+    return figures
 
 
 async def _memory_batch(settings: Settings, backend: str, n: int) -> dict[str, Any]:

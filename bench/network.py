@@ -13,6 +13,7 @@ import openai
 from pool import ConnectionPool, Settings, get_pool
 from tools.parallel import parallel_ai_calls
 
+from .ai_endpoint import AIEndpoint
 from .rig import Rig
 
 ASK: Any = [{"role": "user", "content": "hi"}]
@@ -77,9 +78,18 @@ async def warm_first_request(rig: Rig, n: int) -> dict[str, float]:
 
 
 async def parallel(rig: Rig, sizes: list[int], call_ms: float) -> list[dict[str, float]]:
-    """n AI calls of ``call_ms`` each: one after another, then with parallel_ai_calls."""
-    rig.server.latency_s = call_ms / 1000
-    pool = get_pool(rig.settings)
+    """n AI calls of ``call_ms`` each: one after another, then with parallel_ai_calls.
+
+    The provider (server and proxy) runs in a process of its own, so its TLS and JSON work
+    is not serialised on the client's event loop: the figure measures the pool."""
+    endpoint = await asyncio.to_thread(
+        AIEndpoint.start,
+        rig.rtt_ms,
+        {"/chat/completions": call_ms / 1000},
+        identity=rig.identity,
+        ca_file=rig.ca_file,
+    )
+    pool = get_pool(replace(rig.settings, openai_base_url=endpoint.url))
     rows = []
     try:
         client = await pool.openai()
@@ -104,8 +114,8 @@ async def parallel(rig: Rig, sizes: list[int], call_ms: float) -> list[dict[str,
                 }
             )
     finally:
-        rig.server.latency_s = 0.0
         await pool.aclose()
+        await asyncio.to_thread(endpoint.stop)
     return rows
 
 

@@ -32,16 +32,37 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"speedup {p['n']}",
             )
         )
-    g = r["greeting_cache"]
-    out.append(("greeting_cache miss", f"{g['miss_ms']} ms", "one LLM call + 1 round trip"))
-    out.append(("greeting_cache hit p50", f"{g['hit_p50_us']} µs", "no I/O"))
-    out.append(
-        (
-            f"greeting_cache {g['concurrent_misses']} concurrent misses",
-            f"{g['upstream_calls']} upstream call(s)",
-            "1",
+    for layer, g in r["greeting_cache"].items():
+        name = f"greeting_cache ({layer} shared layer)"
+        out.append(
+            (
+                f"{name} miss",
+                f"{g['miss_ms']} ms, {g['miss_llm_calls']} LLM call(s) at the server",
+                "one LLM call + 1 round trip",
+            )
         )
-    )
+        out.append(
+            (
+                f"{name} hit p50",
+                f"{g['hit_p50_us']} µs; {g['hit_llm_calls']} LLM calls for {g['hits']} hits",
+                "no I/O, 0 calls",
+            )
+        )
+        out.append(
+            (
+                f"{name} {g['concurrent_misses']} concurrent misses",
+                f"{g['concurrent_llm_calls']} LLM call(s) at the server",
+                "1",
+            )
+        )
+        shared = "from the shared layer" if g["new_process_from_shared_layer"] else "NOT shared"
+        out.append(
+            (
+                f"{name} in a new process (a fresh job)",
+                f"{g['new_process_ms']} ms {shared}, {g['new_process_llm_calls']} LLM calls",
+                "0 calls",
+            )
+        )
     for m in r["memory_batch"]:
         out.append(
             (
@@ -65,8 +86,23 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     v = r["voice_turn"]
     out.append(
         (
-            "voice_turn end of speech → first audio",
+            f"voice_turn end of speech → first audio (RTT {v['rtt_ms']:g} ms)",
             f"{v['with_pool_ms']} ms with the pool, {v['without_pool_ms']} ms with fresh clients",
+            "pool ≤ fresh",
+        )
+    )
+    out.append(
+        (
+            "voice_turn, of which: the VAD's end-of-speech silence",
+            f"{v['vad_silence_ms']} ms (the same VAD in both)",
+            "by design",
+        )
+    )
+    out.append(
+        (
+            "voice_turn, of which: the pipeline after it",
+            f"{v['pipeline_with_pool_ms']} ms with the pool, "
+            f"{v['pipeline_without_pool_ms']} ms with fresh clients",
             "pool ≤ fresh",
         )
     )

@@ -24,6 +24,9 @@ class Rig:
     settings: Settings  # through the proxy
     direct: Settings  # straight to the server, for figures that count, not time
     workdir: Path
+    rtt_ms: float
+    identity: Path  # the server's key and chain, for an AI endpoint in another process
+    ca_file: Path
 
     @property
     def base_url(self) -> str:
@@ -42,6 +45,8 @@ def start_rig(rtt_ms: float) -> Rig:
     cert.configure_cert(server_ctx)
     ca_file = workdir / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
+    identity = workdir / "server.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(identity))
     # every client in this process (the pool's and the plugins' own) trusts the test CA
     os.environ["SSL_CERT_FILE"] = str(ca_file)
 
@@ -55,4 +60,4 @@ def start_rig(rtt_ms: float) -> Rig:
         health_tick_s=3600,
     )
     proxied = replace(direct, openai_base_url=f"https://127.0.0.1:{proxy.port}/v1")
-    return Rig(server, proxy, proxied, direct, workdir)
+    return Rig(server, proxy, proxied, direct, workdir, rtt_ms, identity, ca_file)

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.__main__ import commit, machine
-from tests.support.audio_io import speak_to_frames
+from bench.readme import replace_section
 from room.livekit_server import LiveKitServer, ensure_binary
+from tests.support.audio_io import speak_to_frames
 from tests.support.openai_server import Fault, OpenAIServer, Rule
 from tests.support.person import Person
 from tests.support.worker import Worker, room_env
@@ -204,7 +205,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    print(table(asyncio.run(main_async(args.out, args.quick))))
+    text = table(asyncio.run(main_async(args.out, args.quick)))
+    print(text)
+    if args.out.resolve() == Path(__file__).resolve().parent and not args.quick:
+        replace_section("silence", text)
 
 
 if __name__ == "__main__":

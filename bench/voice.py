@@ -1,9 +1,12 @@
-"""End of speech to the agent's first audio frame, with the pool and with fresh clients."""
+"""End of speech to the agent's first audio frame, with the pool and with fresh clients,
+through the latency proxy; the VAD's end-of-speech silence is reported apart from the
+pipeline after it."""
 
 from __future__ import annotations
 
 import asyncio
 import statistics
+import time
 from typing import Any
 
 from livekit.agents import AgentSession
@@ -20,10 +23,16 @@ from .rig import Rig
 UTTERANCE = "What is the weather like today?"
 
 
-async def _turn(session: AgentSession[Any], rig: Rig, frames: list[Any]) -> float:
+async def _turn(session: AgentSession[Any], rig: Rig, frames: list[Any]) -> tuple[float, float]:
+    """(end of the clip's speech → first audio frame, of which: → the VAD's end of speech)"""
     speech, captured = SpeechInput(), CapturedAudio()
     session.input.audio = speech
     session.output.audio = captured
+    vad_ended: list[float] = []
+    session.on(
+        "user_state_changed",
+        lambda ev: vad_ended.append(time.perf_counter()) if ev.old_state == "speaking" else None,
+    )
     rig.server.transcripts.append("what is the weather like today")
     async with session:
         await session.start(Assistant())
@@ -33,9 +42,10 @@ async def _turn(session: AgentSession[Any], rig: Rig, frames: list[Any]) -> floa
                 break
             await asyncio.sleep(0.02)
         speech.close()
-    if not captured.first_frame_at or speech.speech_ended_at is None:
+    if not captured.first_frame_at or speech.speech_ended_at is None or not vad_ended:
         raise RuntimeError("the agent never answered the spoken turn")
-    return captured.first_frame_at[0] - speech.speech_ended_at
+    ended = speech.speech_ended_at
+    return captured.first_frame_at[0] - ended, vad_ended[-1] - ended
 
 
 async def voice_turn(rig: Rig, reps: int) -> dict[str, float]:
@@ -43,7 +53,7 @@ async def voice_turn(rig: Rig, reps: int) -> dict[str, float]:
     frames = speak_to_frames(UTTERANCE, rig.workdir)
     settings = rig.settings
 
-    async def with_pool() -> float:
+    async def with_pool() -> tuple[float, float]:
         pool = get_pool(settings)
         try:
             await pool.warm()
@@ -52,7 +62,7 @@ async def voice_turn(rig: Rig, reps: int) -> dict[str, float]:
         finally:
             await pool.aclose()
 
-    async def with_fresh_clients() -> float:
+    async def with_fresh_clients() -> tuple[float, float]:
         # each plugin builds its own client, as livekit does when none is given
         options = {"base_url": settings.openai_base_url, "api_key": settings.openai_api_key}
         session: AgentSession[Any] = AgentSession(
@@ -60,15 +70,22 @@ async def voice_turn(rig: Rig, reps: int) -> dict[str, float]:
             llm=openai_plugin.LLM(model=settings.llm_model, **options),
             tts=openai_plugin.TTS(model=settings.tts_model, voice=settings.tts_voice, **options),
             vad=vad,
-            turn_handling={"turn_detection": "vad"},
+            turn_handling={"turn_detection": "vad", "interruption": {"mode": "vad"}},
         )
         return await _turn(session, rig, frames)
 
     pooled = [await with_pool() for _ in range(reps)]
     fresh = [await with_fresh_clients() for _ in range(reps)]
-    with_ms = statistics.median(pooled) * 1000
+
+    def median_ms(values: list[float]) -> float:
+        return round(statistics.median(values) * 1000, 1)
+
     return {
-        "eos_to_first_audio_ms": round(with_ms, 1),
-        "with_pool_ms": round(with_ms, 1),
-        "without_pool_ms": round(statistics.median(fresh) * 1000, 1),
+        "rtt_ms": rig.rtt_ms,
+        "with_pool_ms": median_ms([total for total, _ in pooled]),
+        "without_pool_ms": median_ms([total for total, _ in fresh]),
+        # the same VAD in both: its end-of-speech silence, then the pipeline
+        "vad_silence_ms": median_ms([vad for _, vad in pooled + fresh]),
+        "pipeline_with_pool_ms": median_ms([total - vad for total, vad in pooled]),
+        "pipeline_without_pool_ms": median_ms([total - vad for total, vad in fresh]),
     }

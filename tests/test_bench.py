@@ -14,11 +14,13 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-def test_a_quick_bench_run_writes_every_figure(tmp_path: Path, pg_admin_dsn: str) -> None:
+def test_a_quick_bench_run_writes_every_figure(
+    tmp_path: Path, pg_admin_dsn: str, redis_url: str
+) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
         cwd=ROOT,
-        env={**os.environ, "TEST_DATABASE_URL": pg_admin_dsn},
+        env={**os.environ, "TEST_DATABASE_URL": pg_admin_dsn, "TEST_REDIS_URL": redis_url},
         capture_output=True,
         text=True,
         timeout=300,
@@ -33,13 +35,22 @@ def test_a_quick_bench_run_writes_every_figure(tmp_path: Path, pg_admin_dsn: str
         assert key in results, key
     assert set(results["pooled_vs_fresh"]) == {"fresh_p50_ms", "pooled_p50_ms", "ratio"}
     assert set(results["voice_turn"]) == {
-        "eos_to_first_audio_ms",
+        "rtt_ms",
         "with_pool_ms",
         "without_pool_ms",
+        "vad_silence_ms",
+        "pipeline_with_pool_ms",
+        "pipeline_without_pool_ms",
     }
     assert {row["backend"] for row in results["memory_batch"]} == {"sqlite", "postgres"}
     # the counts are exact, whatever the machine's speed
-    assert results["greeting_cache"]["upstream_calls"] == 1
+    for layer in ("sqlite", "redis"):
+        greeting = results["greeting_cache"][layer]
+        assert (greeting["miss_llm_calls"], greeting["hit_llm_calls"]) == (1, 0)
+        assert greeting["concurrent_llm_calls"] == 1
+        # a fresh process finds it in the shared layer, without asking the model
+        assert greeting["new_process_from_shared_layer"] is True
+        assert greeting["new_process_llm_calls"] == 0
     assert results["connection_reuse"]["connections_opened"] == 1
     assert (tmp_path / "results.png").stat().st_size > 10_000
     assert "| pooled_vs_fresh p50 |" in result.stdout
@@ -61,3 +72,29 @@ def test_a_quick_silence_bench_measures_every_fault(tmp_path: Path, livekit: obj
     for case in cases.values():  # figures, not limits: those are the README's to report
         assert case["turns"] >= 2 and case["longest_silence_s"] is not None
     assert "| slow_model |" in result.stdout
+
+
+def test_a_quick_load_bench_measures_both_agents_side_by_side(
+    tmp_path: Path, livekit: object
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.load", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "load.json").read_text())
+    assert results["commit"] and results["measured_at"]
+    assert set(results["agents"]) == {"pooled", "plain"}
+    for rows in results["agents"].values():
+        assert [row["n"] for row in rows] == [1, 2]
+        for row in rows:
+            # everyone was greeted and answered, and every figure was measured
+            assert (row["served"], row["refused"], row["turns_failed"]) == (row["n"], 0, 0)
+            assert row["turns"] == row["n"]
+            assert all(value is not None for value in row.values()), row
+    assert [r["n"] for r in results["ratios"]] == [1, 2]
+    assert (tmp_path / "load.png").stat().st_size > 10_000
+    assert "| N | pooled/plain reply p50 |" in result.stdout

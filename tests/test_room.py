@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from livekit import api
 
-from tests.support.audio_io import speak_to_frames
 from room.livekit_server import API_KEY, API_SECRET, LiveKitServer
+from tests.support.audio_io import speak_to_frames
 from tests.support.openai_server import (
     Fault,
     OpenAIServer,

@@ -117,6 +117,8 @@ class OpenAIServer:
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.connections = 0
         self.latency_s = 0.0  # added to every response, e.g. to simulate a slow model
+        # per path suffix, before the answer starts: a provider's own time to first byte
+        self.delays: dict[str, float] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -237,6 +239,7 @@ class OpenAIServer:
 
     async def _apply_fault(self, request: web.Request, fault: Fault | None) -> web.Response | None:
         delay = self.latency_s + (fault.delay_s if fault else 0.0)
+        delay += next((d for p, d in self.delays.items() if request.path.endswith(p)), 0.0)
         if delay:
             await asyncio.sleep(delay)
         if fault is not None and fault.hold is not None:

@@ -18,8 +18,8 @@ from livekit.agents.types import (
     TOPIC_TRANSCRIPTION,
 )
 
-from tests.support.audio_io import FRAME_MS, SAMPLE_RATE, silence
 from room.livekit_server import API_KEY, API_SECRET
+from tests.support.audio_io import FRAME_MS, SAMPLE_RATE, silence
 
 # int16 RMS; espeak speech and the test server's tone are in the thousands, silence is 0
 SOUND_RMS = 200.0
@@ -69,6 +69,7 @@ class Person:
         self.heard = Heard()
         self.lines: list[Line] = []
         self.agent_states: list[str] = []
+        self.agent_state_at: list[tuple[str, float]] = []  # each change, when it arrived
         self.speech_ended_at: list[float] = []
         self.agent_identity: str | None = None
         self.agent_left = asyncio.Event()
@@ -161,6 +162,7 @@ class Person:
         state = participant.attributes.get(ATTRIBUTE_AGENT_STATE)
         if state and (not self.agent_states or self.agent_states[-1] != state):
             self.agent_states.append(state)
+            self.agent_state_at.append((state, time.perf_counter()))
 
     def _on_track(
         self,

@@ -14,14 +14,22 @@ from pathlib import Path
 
 import psutil
 
-from tests.support.console import ROOT, agent_env
 from room.livekit_server import API_KEY, API_SECRET, LiveKitServer
-from tests.support.person import Person
 from room.ports import free_tcp_port
+from tests.support.console import ROOT, agent_env
+from tests.support.person import Person
 
 
 class Worker:
-    def __init__(self, livekit: LiveKitServer, workdir: Path, **env: str) -> None:
+    def __init__(
+        self,
+        livekit: LiveKitServer,
+        workdir: Path,
+        *,
+        program: Path = ROOT / "agent.py",
+        **env: str,
+    ) -> None:
+        self.program = program
         self.workdir = workdir
         self.livekit = livekit
         # dispatched by name, so rooms reach this worker even with others on the server
@@ -43,7 +51,7 @@ class Worker:
     def start(self, timeout_s: float = 90.0) -> Worker:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the worker keeps it open
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "agent.py"), "start"],
+            [sys.executable, str(self.program), "start"],
             cwd=self.workdir,
             env=self.env,
             stdout=log,
