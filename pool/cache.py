@@ -13,13 +13,15 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import aiosqlite
 import redis.asyncio as aioredis
 from cachetools import TTLCache
+from redis.asyncio.sentinel import Sentinel
 
+from .errors import CircuitOpenError
 from .meter import Meter
 from .redact import redact
 from .resources import ResourceSpec
@@ -95,10 +97,18 @@ class RedisLayer:
 
     name = "redis"
 
-    def __init__(self, client: aioredis.Redis, meter: Meter, prefix: str = "agent:cache:") -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        meter: Meter,
+        prefix: str = "agent:cache:",
+        *,
+        sentinel: Sentinel | None = None,
+    ) -> None:
         self.client = client
         self.meter = meter
         self.prefix = prefix
+        self.sentinel = sentinel
 
     async def get(self, key: str) -> str | None:
         async with self.meter.guard():
@@ -113,6 +123,12 @@ class RedisLayer:
         async with self.meter.guard():
             await self.client.delete(self.prefix + key)
 
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        if self.sentinel is not None:
+            for client in self.sentinel.sentinels:
+                await client.aclose()
+
 
 def sqlite_layer_spec(path: str) -> ResourceSpec[SqliteLayer]:
     async def open_layer(meter: Meter) -> SqliteLayer:
@@ -124,7 +140,13 @@ def sqlite_layer_spec(path: str) -> ResourceSpec[SqliteLayer]:
     async def probe(layer: SqliteLayer) -> None:
         await layer.get("probe")
 
-    return ResourceSpec("sqlite-cache", open_layer, close, probe)
+    return ResourceSpec(
+        "sqlite-cache", open_layer, close, probe, breaker_reset_s=CACHE_BREAKER_RESET_S
+    )
+
+
+# a trial call every few seconds: while Redis is skipped each lookup costs a recompute
+CACHE_BREAKER_RESET_S = 5.0
 
 
 def redis_layer_spec(url: str) -> ResourceSpec[RedisLayer]:
@@ -133,12 +155,49 @@ def redis_layer_spec(url: str) -> ResourceSpec[RedisLayer]:
         return RedisLayer(client, meter)
 
     async def close(layer: RedisLayer) -> None:
-        await layer.client.aclose()
+        await layer.aclose()
 
     async def probe(layer: RedisLayer) -> None:
         await layer.client.ping()
 
-    return ResourceSpec("redis", open_layer, close, probe)
+    return ResourceSpec("redis", open_layer, close, probe, breaker_reset_s=CACHE_BREAKER_RESET_S)
+
+
+def redis_sentinel_layer_spec(
+    sentinels: Sequence[tuple[str, int]],
+    master: str,
+    *,
+    password: str | None = None,
+    sentinel_password: str | None = None,
+) -> ResourceSpec[RedisLayer]:
+    """Redis behind Sentinel: the client asks the sentinels where the master is, and asks
+    again when its connection to the master fails (a failover)."""
+
+    async def open_layer(meter: Meter) -> RedisLayer:
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(sentinels),
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+            sentinel_kwargs={"password": sentinel_password, "socket_timeout": 0.5},
+        )
+        client = sentinel.master_for(
+            master, socket_timeout=1.0, socket_connect_timeout=1.0, password=password
+        )
+        return RedisLayer(client, meter, sentinel=sentinel)
+
+    async def close(layer: RedisLayer) -> None:
+        await layer.aclose()
+
+    async def probe(layer: RedisLayer) -> None:
+        await layer.client.ping()
+
+    return ResourceSpec("redis", open_layer, close, probe, breaker_reset_s=CACHE_BREAKER_RESET_S)
+
+
+def _log_layer_error(action: str, layer: str, exc: Exception) -> None:
+    # the breaker's open spell was logged when it opened; each skipped call need not be
+    level = logging.DEBUG if isinstance(exc, CircuitOpenError) else logging.WARNING
+    logger.log(level, "cache %s %s failed: %s", action, layer, redact(str(exc)))
 
 
 class Cache:
@@ -195,7 +254,7 @@ class Cache:
             try:
                 found = await shared.get(key)
             except Exception as exc:  # a broken shared layer costs a recompute, not a failure
-                logger.warning("cache read from %s failed: %s", shared.name, redact(str(exc)))
+                _log_layer_error("read from", shared.name, exc)
                 found = None
             if found is not None:
                 self.hits_shared += 1
@@ -208,7 +267,7 @@ class Cache:
             try:
                 await shared.set(key, encoded, ttl_s)
             except Exception as exc:
-                logger.warning("cache write to %s failed: %s", shared.name, redact(str(exc)))
+                _log_layer_error("write to", shared.name, exc)
         return encoded
 
     def _local_set(self, key: str, encoded: str, ttl_s: float) -> None:
@@ -223,7 +282,7 @@ class Cache:
             try:
                 await shared.delete(key)
             except Exception as exc:
-                logger.warning("cache delete in %s failed: %s", shared.name, redact(str(exc)))
+                _log_layer_error("delete in", shared.name, exc)
 
     async def _shared_layer(self) -> SharedLayer | None:
         if self._shared is None:

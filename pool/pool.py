@@ -22,7 +22,13 @@ import httpx2
 from openai import AsyncOpenAI, OpenAI
 
 from . import prometheus
-from .cache import Cache, SharedLayer, redis_layer_spec, sqlite_layer_spec
+from .cache import (
+    Cache,
+    SharedLayer,
+    redis_layer_spec,
+    redis_sentinel_layer_spec,
+    sqlite_layer_spec,
+)
 from .errors import PoolClosedError, UnknownResourceError, WrongLoopError
 from .health import HealthLoop
 from .meter import Meter
@@ -51,6 +57,8 @@ class _Slot:
 
     def __init__(self, spec: ResourceSpec[Any], settings: Settings) -> None:
         self.spec = spec
+        if spec.breaker_reset_s is not None:
+            settings = replace(settings, breaker_reset_s=spec.breaker_reset_s)
         self.meter = _meter(spec.name, settings)
         self.client: Any = None
         self.created_at: float | None = None
@@ -143,11 +151,19 @@ class ConnectionPool:
     def _build_cache(self) -> Cache:
         """Redis across machines when configured, else a table in the SQLite memory file."""
         settings = self.settings
-        layer: ResourceSpec[Any] = (
-            redis_layer_spec(settings.redis_url)
-            if settings.redis_url
-            else sqlite_layer_spec(settings.memory_sqlite_path)
-        )
+        layer: ResourceSpec[Any]
+        if settings.redis_sentinels:
+            assert settings.redis_sentinel_master is not None
+            layer = redis_sentinel_layer_spec(
+                settings.redis_sentinels,
+                settings.redis_sentinel_master,
+                password=settings.redis_password,
+                sentinel_password=settings.redis_sentinel_password,
+            )
+        elif settings.redis_url:
+            layer = redis_layer_spec(settings.redis_url)
+        else:
+            layer = sqlite_layer_spec(settings.memory_sqlite_path)
         self.register(layer)
 
         async def shared() -> SharedLayer:

@@ -38,6 +38,9 @@ class ResourceSpec(Generic[T]):
     # replaces the connections behind the client, which callers keep using; without it
     # healing drops the client and the next acquire() builds a new one
     reset: Callable[[T], Awaitable[None]] | None = None
+    # how long its breaker stays open, when not BREAKER_RESET_S: a cache that costs only a
+    # recompute while skipped can try again much sooner than a paid provider
+    breaker_reset_s: float | None = None
 
 
 def openai_timeout(settings: Settings) -> httpx2.Timeout:

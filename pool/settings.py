@@ -62,7 +62,11 @@ class Settings:
     # memory
     memory_backend: MemoryBackend = "sqlite"
     memory_sqlite_path: str = "data/memory.db"
+    # several hosts (libpq style, h1:5432,h2:5432): writes go to whichever is the primary
     database_url: str | None = field(default=None, repr=False)
+    # a replica for session-start recall; the primary answers when it lags or is down
+    database_read_url: str | None = field(default=None, repr=False)
+    memory_replica_max_lag_s: float = 5.0
     # 0 for Supabase's transaction-mode pooler (port 6543), which breaks prepared statements
     pg_statement_cache_size: int = 100
     supabase_url: str | None = None
@@ -87,6 +91,11 @@ class Settings:
     # a job being ended lets the reply in flight finish for this long
     turn_drain_s: float = 5.0
     redis_url: str | None = field(default=None, repr=False)
+    # Redis behind Sentinel: (host, port) of each sentinel and the master's name
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str | None = None
+    redis_password: str | None = field(default=None, repr=False)
+    redis_sentinel_password: str | None = field(default=None, repr=False)
     greeting_ttl_s: float = 300.0
     greeting_cache_size: int = 100
 
@@ -177,6 +186,7 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         values = [self.openai_api_key, self.supabase_key, self.database_url, self.redis_url]
+        values += [self.database_read_url, self.redis_password, self.redis_sentinel_password]
         values += [self.livekit_api_secret, self.supabase_jwt_secret]
         for chain in (self.llm_providers, self.stt_providers, self.tts_providers):
             values += [provider.api_key for provider in chain]
@@ -218,6 +228,8 @@ class Settings:
             memory_backend=reader.choice("MEMORY_BACKEND", MemoryBackend, "sqlite"),
             memory_sqlite_path=reader.text("MEMORY_SQLITE_PATH", cls.memory_sqlite_path),
             database_url=reader.optional("DATABASE_URL"),
+            database_read_url=reader.optional("DATABASE_READ_URL"),
+            memory_replica_max_lag_s=reader.positive("MEMORY_REPLICA_MAX_LAG_S", float, 5.0),
             pg_statement_cache_size=reader.non_negative("PG_STATEMENT_CACHE_SIZE", int, 100),
             supabase_url=reader.optional("SUPABASE_URL"),
             supabase_key=supabase_key,
@@ -234,6 +246,10 @@ class Settings:
             drain_timeout_s=reader.positive("DRAIN_TIMEOUT_S", float, 3600.0),
             turn_drain_s=reader.positive("TURN_DRAIN_S", float, 5.0),
             redis_url=reader.optional("REDIS_URL"),
+            redis_sentinels=reader.host_ports("REDIS_SENTINELS"),
+            redis_sentinel_master=reader.optional("REDIS_SENTINEL_MASTER"),
+            redis_password=reader.optional("REDIS_PASSWORD"),
+            redis_sentinel_password=reader.optional("REDIS_SENTINEL_PASSWORD"),
             greeting_ttl_s=reader.positive("GREETING_TTL_S", float, 300.0),
             greeting_cache_size=reader.positive("GREETING_CACHE_SIZE", int, 100),
             retry_strategy=reader.choice("RETRY_STRATEGY", RetryStrategy, "exponential"),
@@ -280,7 +296,12 @@ class Settings:
         if self.http_max_per_host > self.http_max_connections:
             raise ConfigError("HTTP_MAX_PER_HOST cannot be larger than HTTP_MAX_CONNECTIONS.")
         _check_url("DATABASE_URL", self.database_url, ("postgres", "postgresql"))
+        _check_url("DATABASE_READ_URL", self.database_read_url, ("postgres", "postgresql"))
+        if self.database_read_url and self.memory_backend != "postgres":
+            raise ConfigError("DATABASE_READ_URL needs MEMORY_BACKEND=postgres.")
         _check_url("REDIS_URL", self.redis_url, ("redis", "rediss", "unix"))
+        if bool(self.redis_sentinels) != bool(self.redis_sentinel_master):
+            raise ConfigError("REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together.")
         _check_url("SUPABASE_URL", self.supabase_url, ("http", "https"))
         _check_url("OPENAI_BASE_URL", self.openai_base_url, ("http", "https"))
 
@@ -291,7 +312,9 @@ def _check_url(name: str, url: str | None, schemes: tuple[str, ...]) -> None:
         return
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a port that is not a number
+        # libpq-style host lists (h1:5432,h2:5432) are checked host by host
+        for host in parts.netloc.rsplit("@", 1)[-1].split(","):
+            urlsplit(f"//{host}").port  # noqa: B018 - raises on a port that is not a number
     except ValueError as exc:
         raise ConfigError(f"{name} does not parse as a URL ({exc}): {redact(url)!r}.") from None
     if parts.scheme not in schemes or not (parts.netloc or parts.scheme == "unix"):
@@ -310,6 +333,19 @@ class _Reader:
 
     def text(self, name: str, default: str) -> str:
         return self.optional(name) or default
+
+    def host_ports(self, name: str) -> tuple[tuple[str, int], ...]:
+        """``host:port,host:port``"""
+        value = self.optional(name)
+        if value is None:
+            return ()
+        found = []
+        for item in value.split(","):
+            host, _, port = item.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"{name} must be host:port,host:port..., got {item.strip()!r}.")
+            found.append((host, int(port)))
+        return tuple(found)
 
     def _number(self, name: str, kind: Callable[[str], T], default: T) -> T:
         raw = self.optional(name)

@@ -31,6 +31,13 @@ def test_defaults_match_the_documented_ones() -> None:
             "SUPABASE_ANON_KEY with SUPABASE_JWT_SECRET",
         ),
         ({"HTTP_MAX_PER_HOST": "200"}, "cannot be larger than HTTP_MAX_CONNECTIONS"),
+        ({"REDIS_SENTINELS": "127.0.0.1"}, "REDIS_SENTINELS must be host:port"),
+        ({"REDIS_SENTINELS": "127.0.0.1:26379"}, "REDIS_SENTINELS and REDIS_SENTINEL_MASTER"),
+        ({"DATABASE_READ_URL": "postgresql://r:5432/db"}, "needs MEMORY_BACKEND=postgres"),
+        (
+            {"MEMORY_BACKEND": "postgres", "DATABASE_URL": "postgresql://u:pw@h1:5432,h2:x/db"},
+            "DATABASE_URL does not parse",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
@@ -69,3 +76,20 @@ def test_secrets_never_show_in_repr_public_view_or_redacted_text() -> None:
         assert secret not in redact(f"error talking to {secret}")
     assert redact("redis://:topsecretpw@cache:6379/0") == "redis://:***@cache:6379/0"
     assert redact("Authorization: Bearer abcdefghijklmnop") == "Authorization: Bearer ***"
+
+
+def test_several_database_hosts_and_sentinels_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "MEMORY_BACKEND": "postgres",
+            "DATABASE_URL": "postgresql://app:pw-7c1d@db1:5432,db2:5433/mem",
+            "DATABASE_READ_URL": "postgresql://app:pw-7c1d@db2:5433/mem",
+            "REDIS_SENTINELS": "s1:26379, s2:26380",
+            "REDIS_SENTINEL_MASTER": "cache",
+            "REDIS_PASSWORD": "redis-pw-93ab",
+        }
+    )
+    assert settings.redis_sentinels == (("s1", 26379), ("s2", 26380))
+    shown = repr(settings) + str(settings.public())
+    assert "pw-7c1d" not in shown and "redis-pw-93ab" not in shown
+    assert {"redis-pw-93ab", settings.database_read_url} <= set(settings.secrets)

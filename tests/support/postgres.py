@@ -49,7 +49,14 @@ def postgres_bindir() -> Path:
 class PostgresServer:
     """``with PostgresServer() as pg: pg.dsn`` is a superuser DSN with no password."""
 
-    def __init__(self, *, port: int | None = None, datadir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        datadir: Path | None = None,
+        options: dict[str, str] | None = None,
+    ) -> None:
+        self.options = options or {}
         self.bindir = postgres_bindir()
         self.port = port or free_tcp_port()
         self._tmp = Path(tempfile.mkdtemp(prefix="agent-pg-"))
@@ -78,6 +85,17 @@ class PostgresServer:
     def init(self) -> None:
         self.run("initdb", "-D", str(self.datadir), "-U", "postgres", "-A", "trust", "--no-sync")
 
+    @classmethod
+    def replica_of(cls, primary: PostgresServer) -> PostgresServer:
+        """A streaming replica of ``primary`` (``pg_basebackup -R``), not yet started."""
+        replica = cls()
+        replica.run(
+            "pg_basebackup",
+            *("-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"),
+            *("-D", str(replica.datadir), "-R", "-X", "stream", "--no-sync"),
+        )
+        return replica
+
     def start(self) -> PostgresServer:
         if not (self.datadir / "PG_VERSION").exists():
             self.init()
@@ -88,6 +106,7 @@ class PostgresServer:
             "synchronous_commit": "off",
             "full_page_writes": "off",
             "max_connections": "200",
+            **self.options,
         }
         command = [str(self.bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port)]
         command += ["-k", str(self._tmp)]

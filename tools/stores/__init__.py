@@ -9,6 +9,8 @@ from pool import ConnectionPool, Meter, ResourceSpec, Settings
 from ..memory import MemoryService, MemoryStore
 from ..outbox import Outbox
 
+STORE_BREAKER_RESET_S = 5.0
+
 
 @functools.cache
 def memory_spec(settings: Settings) -> ResourceSpec[MemoryStore]:
@@ -20,7 +22,11 @@ def memory_spec(settings: Settings) -> ResourceSpec[MemoryStore]:
 
             assert settings.database_url is not None
             return await PostgresStore.open(
-                settings.database_url, meter, statement_cache_size=settings.pg_statement_cache_size
+                settings.database_url,
+                meter,
+                statement_cache_size=settings.pg_statement_cache_size,
+                read_dsn=settings.database_read_url,
+                max_lag_s=settings.memory_replica_max_lag_s,
             )
         if settings.memory_backend == "supabase":
             from .supabase import SupabaseStore
@@ -42,7 +48,15 @@ def memory_spec(settings: Settings) -> ResourceSpec[MemoryStore]:
     async def probe(store: MemoryStore) -> None:
         await store.ping()
 
-    return ResourceSpec(name=settings.memory_backend, open=open_store, close=close, probe=probe)
+    # a trial every few seconds: while the store is skipped, writes wait in the outbox and a
+    # failover (a promoted replica found in about a second) should not cost BREAKER_RESET_S
+    return ResourceSpec(
+        name=settings.memory_backend,
+        open=open_store,
+        close=close,
+        probe=probe,
+        breaker_reset_s=STORE_BREAKER_RESET_S,
+    )
 
 
 async def memory_store(pool: ConnectionPool) -> MemoryStore:
