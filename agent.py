@@ -288,7 +288,7 @@ async def entrypoint(ctx: JobContext) -> None:
     settings: Settings = ctx.proc.userdata.get("settings") or Settings.from_env()
     pool = get_pool(settings)
     pool.register(memory_spec(settings))
-    for spec in provider_specs(settings).values():
+    for spec in provider_specs(pool).values():
         pool.register(spec)
     # the first user turn should find every connection open: warm while the room connects
     warming = asyncio.create_task(pool.warm(), name="pool-warm")

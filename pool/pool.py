@@ -363,6 +363,7 @@ class ConnectionPool:
                     "retries_denied": meter.retry_budget.denied,
                     "rebuilds": slot.rebuilds,
                     "resets": slot.resets,
+                    **slot.spec.info,
                 }
                 entry.update(meter.metrics.snapshot())
                 resources[meter.name] = entry

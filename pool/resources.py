@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import aiohttp
@@ -41,6 +41,8 @@ class ResourceSpec(Generic[T]):
     # how long its breaker stays open, when not BREAKER_RESET_S: a cache that costs only a
     # recompute while skipped can try again much sooner than a paid provider
     breaker_reset_s: float | None = None
+    # shown in stats beside the counters: a provider's kind, priority and connection limit
+    info: Mapping[str, object] = field(default_factory=dict)
 
 
 def openai_timeout(settings: Settings) -> httpx2.Timeout:

@@ -25,13 +25,25 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, kw_only=True)
 class Provider:
-    """One OpenAI-compatible endpoint in a failover chain."""
+    """One provider in a failover chain: an OpenAI-compatible endpoint, or Yandex SpeechKit
+    (speech only)."""
 
     name: str
     base_url: str | None = None
     api_key: str = field(default="", repr=False)
     model: str | None = None
     voice: str | None = None
+    kind: ProviderKind = "openai"
+    priority: int = 10  # lower first; ties keep the list's order
+    max_connections: int = 50
+    keepalive_s: float | None = None
+    folder_id: str | None = None  # SpeechKit's folderId, where the key needs one
+    language: str | None = None  # SpeechKit's lang, e.g. en-US
+
+
+ProviderKind = Literal["openai", "yandex"]
+# the registry this project grew from: OpenAI first, then Yandex SpeechKit
+KIND_DEFAULTS: dict[str, tuple[int, int]] = {"openai": (10, 50), "yandex": (30, 40)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -272,7 +284,7 @@ class Settings:
             llm_ttft_deadline_s=reader.positive("LLM_TTFT_DEADLINE_S", float, 1.5),
             ack_after_s=reader.non_negative("ACK_AFTER_S", float, 1.0) or None,
             greeting_deadline_s=reader.positive("GREETING_DEADLINE_S", float, 2.0),
-            llm_providers=reader.providers("LLM_PROVIDERS"),
+            llm_providers=reader.providers("LLM_PROVIDERS", speech=False),
             stt_providers=reader.providers("STT_PROVIDERS"),
             tts_providers=reader.providers("TTS_PROVIDERS"),
             livekit_url=reader.optional("LIVEKIT_URL"),
@@ -319,6 +331,21 @@ def _check_url(name: str, url: str | None, schemes: tuple[str, ...]) -> None:
         raise ConfigError(f"{name} does not parse as a URL ({exc}): {redact(url)!r}.") from None
     if parts.scheme not in schemes or not (parts.netloc or parts.scheme == "unix"):
         raise ConfigError(f"{name} must look like {schemes[0]}://host..., got {redact(url)!r}.")
+
+
+PROVIDER_FIELDS = {
+    "name",
+    "kind",
+    "base_url",
+    "api_key_env",
+    "model",
+    "voice",
+    "priority",
+    "max_connections",
+    "keepalive_s",
+    "folder_id",
+    "language",
+}
 
 
 class _Reader:
@@ -387,8 +414,10 @@ class _Reader:
             raise ConfigError(f"{name} must be true or false, got {value!r}.")
         return value in ("1", "true", "yes")
 
-    def providers(self, name: str) -> tuple[Provider, ...]:
-        """A JSON list of {"name", "base_url", "api_key_env", "model", "voice"} objects.
+    def providers(self, name: str, *, speech: bool = True) -> tuple[Provider, ...]:
+        """A JSON list of {"name", "kind", "base_url", "api_key_env", "model", "voice",
+        "priority", "max_connections", "keepalive_s", "folder_id", "language"} objects, in
+        priority order (lower first; ties keep the list's order).
 
         Keys are named by environment variable, never written into the list itself.
         """
@@ -405,15 +434,33 @@ class _Reader:
         for index, item in enumerate(items):
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
                 raise ConfigError(f'{name}[{index}] needs a "name".')
-            unknown = set(item) - {"name", "base_url", "api_key_env", "model", "voice"}
+            entry = f"{name}[{index}] ({item['name']})"
+            unknown = set(item) - PROVIDER_FIELDS
             if unknown:
-                raise ConfigError(
-                    f"{name}[{index}] has unknown fields: {', '.join(sorted(unknown))}."
-                )
+                raise ConfigError(f"{entry} has unknown fields: {', '.join(sorted(unknown))}.")
+            kind = item.get("kind", "openai")
+            kinds = KIND_DEFAULTS if speech else {"openai": KIND_DEFAULTS["openai"]}
+            if kind not in kinds:
+                raise ConfigError(f"{entry}: kind must be one of {', '.join(kinds)}, got {kind!r}.")
             key_env = item.get("api_key_env")
             api_key = self.env.get(key_env, "") if key_env else ""
             if key_env and not api_key:
-                raise ConfigError(f"{name}[{index}] names {key_env}, which is not set.")
+                raise ConfigError(f"{entry} names {key_env}, which is not set.")
+            if kind == "yandex" and not api_key:
+                raise ConfigError(f'{entry}: a yandex provider needs "api_key_env".')
+            default_priority, default_limit = KIND_DEFAULTS[kind]
+            numbers = {}
+            for field_name, default in (
+                ("priority", default_priority),
+                ("max_connections", default_limit),
+            ):
+                value = item.get(field_name, default)
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    raise ConfigError(f"{entry}: {field_name} must be a whole number.")
+                numbers[field_name] = value
+            keepalive = item.get("keepalive_s")
+            if keepalive is not None and (not isinstance(keepalive, int | float) or keepalive <= 0):
+                raise ConfigError(f"{entry}: keepalive_s must be a positive number of seconds.")
             chain.append(
                 Provider(
                     name=item["name"],
@@ -421,11 +468,17 @@ class _Reader:
                     api_key=api_key,
                     model=item.get("model"),
                     voice=item.get("voice"),
+                    kind=kind,
+                    priority=numbers["priority"],
+                    max_connections=max(numbers["max_connections"], 1),
+                    keepalive_s=float(keepalive) if keepalive is not None else None,
+                    folder_id=item.get("folder_id"),
+                    language=item.get("language"),
                 )
             )
         if len({p.name for p in chain}) != len(chain):
             raise ConfigError(f"{name} lists a provider name twice.")
-        return tuple(chain)
+        return tuple(sorted(chain, key=lambda p: p.priority))  # stable: ties keep list order
 
     def optional_choice(self, name: str, allowed: tuple[str, ...]) -> str | None:
         value = self.optional(name)

@@ -30,6 +30,10 @@ def stats_summary(pool: ConnectionPool) -> dict[str, Any]:
             "connections_reused": entry["connections"]["reused"],
             "last_error": entry["last_error"],
         }
+        # a provider's kind, priority and connection limit, where it has them
+        for detail in ("kind", "priority", "max_connections"):
+            if detail in entry:
+                resources[name][detail] = entry[detail]
     return {"pool": stats["state"], "uptime_s": stats["uptime_s"], "resources": resources}
 
 

@@ -16,7 +16,6 @@ import dataclasses
 import time
 from typing import Any
 
-import openai
 from livekit.agents import (
     APIConnectOptions,
     APITimeoutError,
@@ -33,6 +32,8 @@ from pool import ConnectionPool, Meter, ResourceSpec, Settings, openai_spec
 from pool.prometheus import TIME_TO_FIRST_TOKEN
 from pool.settings import Provider
 
+from .yandex_speech import STT_URL, TTS_URL, YandexClient, YandexSTT, YandexTTS
+
 
 def default_provider(settings: Settings) -> Provider:
     return Provider(
@@ -40,23 +41,61 @@ def default_provider(settings: Settings) -> Provider:
     )
 
 
-def provider_specs(settings: Settings) -> dict[str, ResourceSpec[Any]]:
+def provider_specs(pool: ConnectionPool) -> dict[str, ResourceSpec[Any]]:
     """One pool resource per distinct provider across the three chains."""
+    settings = pool.settings
     specs: dict[str, ResourceSpec[Any]] = {}
     for chain in (settings.llm_providers, settings.stt_providers, settings.tts_providers):
         for provider in chain or (default_provider(settings),):
-            if provider.name not in specs:
-                specs[provider.name] = (
-                    openai_spec(settings)
-                    if provider.name == "openai" and provider.base_url == settings.openai_base_url
-                    else openai_spec(
-                        settings,
-                        name=provider.name,
-                        base_url=provider.base_url,
-                        api_key=provider.api_key or None,
-                    )
+            if provider.name in specs:
+                continue
+            if provider.kind == "yandex":
+                specs[provider.name] = yandex_spec(pool, provider)
+            elif provider.name == "openai" and provider.base_url == settings.openai_base_url:
+                specs[provider.name] = openai_spec(settings)
+            else:
+                tuned = dataclasses.replace(
+                    settings,
+                    openai_max_connections=provider.max_connections,
+                    openai_keepalive_s=provider.keepalive_s or settings.openai_keepalive_s,
                 )
+                spec = openai_spec(
+                    tuned,
+                    name=provider.name,
+                    base_url=provider.base_url,
+                    api_key=provider.api_key or None,
+                )
+                specs[provider.name] = dataclasses.replace(spec, info=_info(provider))
     return specs
+
+
+def _info(provider: Provider) -> dict[str, object]:
+    return {
+        "kind": provider.kind,
+        "priority": provider.priority,
+        "max_connections": provider.max_connections,
+    }
+
+
+def yandex_spec(pool: ConnectionPool, provider: Provider) -> ResourceSpec[YandexClient]:
+    """SpeechKit on the pool's shared aiohttp session: the pool owns the connections, this
+    client holds the account and the provider's connection limit."""
+
+    async def open_client(meter: Meter) -> YandexClient:
+        return YandexClient(
+            session=pool.http,
+            api_key=provider.api_key,
+            folder_id=provider.folder_id,
+            stt_url=(provider.base_url or STT_URL).rstrip("/"),
+            tts_url=(provider.base_url or TTS_URL).rstrip("/"),
+            limit=asyncio.Semaphore(provider.max_connections),
+            language=provider.language or "en-US",
+        )
+
+    async def close(client: YandexClient) -> None:
+        """Nothing of its own to close: the session is the pool's."""
+
+    return ResourceSpec(provider.name, open_client, close, info=_info(provider))
 
 
 class FirstTokenLLM(llm.LLM[Any]):
@@ -169,12 +208,10 @@ class _FirstTokenStream(llm.LLMStream):
                 self._event_ch.send_nowait(chunk)
 
 
-async def _clients(
-    pool: ConnectionPool, chain: tuple[Provider, ...]
-) -> list[tuple[Provider, openai.AsyncOpenAI]]:
+async def _clients(pool: ConnectionPool, chain: tuple[Provider, ...]) -> list[tuple[Provider, Any]]:
     """Each provider of a chain (the OPENAI_* endpoint when empty) with its pool client."""
     settings = pool.settings
-    specs = provider_specs(settings)
+    specs = provider_specs(pool)
     return [
         (provider, await pool.acquire(specs[provider.name]))
         for provider in chain or (default_provider(settings),)
@@ -204,23 +241,35 @@ async def build_llm(pool: ConnectionPool) -> llm.LLM[Any]:
 
 async def build_stt(pool: ConnectionPool, vad: vad_module.VAD) -> stt.STT[Any]:
     settings = pool.settings
-    engines: list[stt.STT[Any]] = [
-        openai_plugin.STT(
-            client=client, model=provider.model or settings.stt_model, use_realtime=False
-        )
-        for provider, client in await _clients(pool, settings.stt_providers)
-    ]
+    engines: list[stt.STT[Any]] = []
+    for provider, client in await _clients(pool, settings.stt_providers):
+        if provider.kind == "yandex":
+            meter = pool.meter(f"{provider.name}.stt")
+            engines.append(YandexSTT(client, meter, language=provider.language))
+        else:
+            engines.append(
+                openai_plugin.STT(
+                    client=client, model=provider.model or settings.stt_model, use_realtime=False
+                )
+            )
     return engines[0] if len(engines) == 1 else stt.FallbackAdapter(engines, vad=vad)
 
 
 async def build_tts(pool: ConnectionPool) -> tts.TTS[Any]:
     settings = pool.settings
-    voices: list[tts.TTS[Any]] = [
-        openai_plugin.TTS(
-            client=client,
-            model=provider.model or settings.tts_model,
-            voice=provider.voice or settings.tts_voice,
-        )
-        for provider, client in await _clients(pool, settings.tts_providers)
-    ]
+    voices: list[tts.TTS[Any]] = []
+    for provider, client in await _clients(pool, settings.tts_providers):
+        if provider.kind == "yandex":
+            meter = pool.meter(f"{provider.name}.tts")
+            voices.append(
+                YandexTTS(client, meter, voice=provider.voice, language=provider.language)
+            )
+        else:
+            voices.append(
+                openai_plugin.TTS(
+                    client=client,
+                    model=provider.model or settings.tts_model,
+                    voice=provider.voice or settings.tts_voice,
+                )
+            )
     return voices[0] if len(voices) == 1 else tts.FallbackAdapter(voices)
