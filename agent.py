@@ -39,6 +39,7 @@ from tools.acknowledge import acknowledged
 from tools.background import PostTurnWorker, follow_turns
 from tools.capacity import conversation_load
 from tools.console_view import quiet_unused_cloud_warnings, show_agent_words
+from tools.google_speech import import_plugin, uses_google
 from tools.greeting import GENERIC_GREETING, forget_greeting, greeting_for
 from tools.memory import Memory, MemoryService
 from tools.memory_tools import (
@@ -280,7 +281,10 @@ VOICE_CONN_OPTIONS = SessionConnectOptions(
 def prewarm(proc: JobProcess) -> None:
     """Runs once per job process, before its event loop exists: no network here."""
     install_log_redaction()
-    proc.userdata["settings"] = Settings.from_env()
+    settings = Settings.from_env()
+    if uses_google(settings):
+        import_plugin()  # plugins register on a process's main thread: here, not in a job
+    proc.userdata["settings"] = settings
     proc.userdata["vad"] = silero.VAD.load()
 
 
@@ -443,6 +447,8 @@ def main(argv: list[str]) -> int:
         return 2
     if command == "memory":
         return memory_cli.run(argv[argv.index("memory") + 1 :], settings)
+    if uses_google(settings):
+        import_plugin()  # on the main thread, before livekit forks its job processes
     if command == "console" and not portaudio_installed():
         print(
             "agent.py: the console needs the PortAudio library, even in text mode; install it "

@@ -38,12 +38,19 @@ class Provider:
     max_connections: int = 50
     keepalive_s: float | None = None
     folder_id: str | None = None  # SpeechKit's folderId, where the key needs one
-    language: str | None = None  # SpeechKit's lang, e.g. en-US
+    language: str | None = None  # e.g. en-US
+    # the variable holding a Google service account (its JSON, or a path to the file)
+    credentials_env: str | None = None
 
 
-ProviderKind = Literal["openai", "yandex"]
-# the registry this project grew from: OpenAI first, then Yandex SpeechKit
-KIND_DEFAULTS: dict[str, tuple[int, int]] = {"openai": (10, 50), "yandex": (30, 40)}
+ProviderKind = Literal["openai", "google", "yandex"]
+# the registry this project grew from: OpenAI, then Google Cloud, then Yandex SpeechKit;
+# (priority, max_connections) per kind
+KIND_DEFAULTS: dict[str, tuple[int, int]] = {
+    "openai": (10, 50),
+    "google": (20, 100),
+    "yandex": (30, 40),
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -345,6 +352,7 @@ PROVIDER_FIELDS = {
     "keepalive_s",
     "folder_id",
     "language",
+    "credentials_env",
 }
 
 
@@ -448,6 +456,12 @@ class _Reader:
                 raise ConfigError(f"{entry} names {key_env}, which is not set.")
             if kind == "yandex" and not api_key:
                 raise ConfigError(f'{entry}: a yandex provider needs "api_key_env".')
+            credentials_env = item.get("credentials_env")
+            if credentials_env is not None:
+                if kind != "google":
+                    raise ConfigError(f'{entry}: "credentials_env" is for kind google.')
+                if not self.env.get(credentials_env, "").strip():
+                    raise ConfigError(f"{entry} names {credentials_env}, which is not set.")
             default_priority, default_limit = KIND_DEFAULTS[kind]
             numbers = {}
             for field_name, default in (
@@ -474,6 +488,7 @@ class _Reader:
                     keepalive_s=float(keepalive) if keepalive is not None else None,
                     folder_id=item.get("folder_id"),
                     language=item.get("language"),
+                    credentials_env=credentials_env,
                 )
             )
         if len({p.name for p in chain}) != len(chain):

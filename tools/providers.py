@@ -32,6 +32,7 @@ from pool import ConnectionPool, Meter, ResourceSpec, Settings, openai_spec
 from pool.prometheus import TIME_TO_FIRST_TOKEN
 from pool.settings import Provider
 
+from .google_speech import google_spec, google_stt, google_tts
 from .yandex_speech import STT_URL, TTS_URL, YandexClient, YandexSTT, YandexTTS
 
 
@@ -51,6 +52,8 @@ def provider_specs(pool: ConnectionPool) -> dict[str, ResourceSpec[Any]]:
                 continue
             if provider.kind == "yandex":
                 specs[provider.name] = yandex_spec(pool, provider)
+            elif provider.kind == "google":
+                specs[provider.name] = google_spec(provider)
             elif provider.name == "openai" and provider.base_url == settings.openai_base_url:
                 specs[provider.name] = openai_spec(settings)
             else:
@@ -246,6 +249,8 @@ async def build_stt(pool: ConnectionPool, vad: vad_module.VAD) -> stt.STT[Any]:
         if provider.kind == "yandex":
             meter = pool.meter(f"{provider.name}.stt")
             engines.append(YandexSTT(client, meter, language=provider.language))
+        elif provider.kind == "google":
+            engines.append(google_stt(client, pool.meter(f"{provider.name}.stt"), provider))
         else:
             engines.append(
                 openai_plugin.STT(
@@ -264,6 +269,8 @@ async def build_tts(pool: ConnectionPool) -> tts.TTS[Any]:
             voices.append(
                 YandexTTS(client, meter, voice=provider.voice, language=provider.language)
             )
+        elif provider.kind == "google":
+            voices.append(google_tts(client, pool.meter(f"{provider.name}.tts"), provider))
         else:
             voices.append(
                 openai_plugin.TTS(

@@ -1,0 +1,213 @@
+"""Google Cloud speech through the official livekit-plugins-google, its unmodified gRPC
+clients pointed by the pool at a local server that speaks Google's real protocol; with
+espeak-ng speech through the VAD, and failover across OpenAI, Google and Yandex."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import pytest
+from livekit.agents import APIConnectOptions, APIStatusError
+from livekit.plugins import silero
+
+from pool import ConfigError, Settings, get_pool
+from pool.settings import Provider
+from tests.support.audio_io import espeak_available
+from tests.support.google_double import GoogleDouble, GrpcTrouble
+from tests.support.openai_server import Fault, OpenAIServer, Rule, last_user_text
+from tests.support.yandex_double import YandexDouble
+from tests.test_yandex import FOLDER, KEY, speechkit, spoken_turn
+from tools.google_speech import import_plugin
+from tools.providers import build_tts
+
+import_plugin()  # livekit registers plugins on the main thread, where pytest imports this
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def vad() -> silero.VAD:
+    return silero.VAD.load()
+
+
+@pytest.fixture(autouse=True)
+def need_espeak() -> None:
+    if not espeak_available():
+        if os.environ.get("CI") == "true":
+            pytest.fail("espeak-ng is missing, and CI=true requires it (make test installs it).")
+        pytest.skip("espeak-ng is not installed; `make test` installs it when run as root.")
+
+
+@pytest.fixture
+def google() -> Iterator[GoogleDouble]:
+    double = GoogleDouble().start()
+    yield double
+    double.stop()
+
+
+@pytest.fixture
+def yandex() -> Iterator[YandexDouble]:
+    double = YandexDouble(api_key=KEY, folder_id=FOLDER).start()
+    yield double
+    double.stop()
+
+
+def cloud(double: GoogleDouble, **extra: object) -> Provider:
+    fields: dict[str, object] = {
+        "name": "google",
+        "kind": "google",
+        "base_url": double.url,
+        "priority": 20,
+        "max_connections": 100,
+    }
+    fields.update(extra)
+    return Provider(**fields)  # type: ignore[arg-type]
+
+
+async def test_a_spoken_turn_is_heard_and_voiced_by_google(
+    settings: Settings, vad: silero.VAD, tmp_path: Path, server: OpenAIServer, google: GoogleDouble
+) -> None:
+    google.transcripts.append("what is the weather like today")
+    server.script(Rule(text="Clear skies.", when=lambda b: "weather" in last_user_text(b)))
+    chain = (cloud(google),)
+    configured = replace(settings, stt_providers=chain, tts_providers=chain)
+
+    captured, stats = await spoken_turn(configured, vad, tmp_path, lambda: google.texts)
+
+    assert google.audio_bytes[0] > 16000  # the utterance, cut by the VAD, as LINEAR16
+    assert (
+        last_user_text(server.bodies("/chat/completions")[-1]) == "what is the weather like today"
+    )
+    assert google.texts == ["Clear skies."]
+    assert captured.seconds >= 0.25
+    assert server.count("/audio/transcriptions") == server.count("/audio/speech") == 0
+    entry = stats["google"]
+    assert (entry["kind"], entry["priority"], entry["max_connections"]) == ("google", 20, 100)
+    assert stats["google.stt"]["requests"] == 1 and stats["google.tts"]["health"] == "HEALTHY"
+
+
+async def test_openai_then_google_then_yandex(
+    settings: Settings,
+    vad: silero.VAD,
+    tmp_path: Path,
+    server: OpenAIServer,
+    google: GoogleDouble,
+    yandex: YandexDouble,
+) -> None:
+    """OpenAI's speech refuses (503), Google's is unavailable: SpeechKit voices the turn."""
+    server.script(
+        Rule(path="/audio/speech", fault=Fault(status=503), times=None),
+        Rule(text="Third time lucky.", when=lambda b: "weather" in last_user_text(b)),
+    )
+    google.fail("tts", GrpcTrouble(code=grpc.StatusCode.UNAVAILABLE))
+    google.transcripts.append("what is the weather like today")
+    stt_chain = (cloud(google),)
+    tts_chain = (
+        Provider(name="primary", base_url=server.base_url),
+        cloud(google),
+        speechkit(yandex),
+    )
+    configured = replace(settings, stt_providers=stt_chain, tts_providers=tts_chain)
+
+    captured, stats = await spoken_turn(configured, vad, tmp_path, lambda: yandex.texts)
+
+    assert server.count("/audio/speech") >= 1 and google.requests["tts"] >= 1
+    assert yandex.texts == ["Third time lucky."]
+    assert captured.seconds >= 0.25
+    assert stats["google.tts"]["failures"] >= 1 and stats["yandex.tts"]["failures"] == 0
+
+
+async def test_google_errors_are_livekit_errors_and_an_open_breaker_sends_nothing(
+    settings: Settings, google: GoogleDouble
+) -> None:
+    pool = get_pool(replace(settings, tts_providers=(cloud(google),)))
+    once = APIConnectOptions(max_retry=0, timeout=2.0)
+    try:
+        voice = await build_tts(pool)
+        google.fail("tts", GrpcTrouble(code=grpc.StatusCode.PERMISSION_DENIED))
+        with pytest.raises(APIStatusError) as refused:
+            await voice.synthesize("hello", conn_options=once).collect()
+        assert refused.value.status_code == 403 and not refused.value.retryable
+        google.fail("tts", GrpcTrouble(code=grpc.StatusCode.UNAVAILABLE))
+        for _ in range(4):
+            with pytest.raises(APIStatusError):
+                await voice.synthesize("hello", conn_options=once).collect()
+        asked = google.requests["tts"]
+        with pytest.raises(APIStatusError) as skipped:
+            await voice.synthesize("hello", conn_options=once).collect()
+        assert "circuit breaker is open" in str(skipped.value)
+        assert google.requests["tts"] == asked  # no request while open
+        google.heal()
+    finally:
+        await pool.aclose()
+
+
+@pytest.mark.parametrize(
+    ("entry", "env", "message"),
+    [
+        ({"name": "g", "kind": "google", "credentials_env": "GCP_SA"}, {}, "GCP_SA, which is not"),
+        ({"name": "o", "credentials_env": "GCP_SA"}, {"GCP_SA": "{}"}, "is for kind google"),
+    ],
+)
+def test_a_misconfigured_google_provider_names_the_entry(
+    entry: dict[str, object], env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as error:
+        Settings.from_env({**env, "STT_PROVIDERS": json.dumps([entry])})
+    assert f"STT_PROVIDERS[0] ({entry['name']})" in str(error.value)
+
+
+def test_the_registry_order_and_limits_of_all_three_kinds() -> None:
+    env = {
+        "YANDEX_KEY": "k",
+        "TTS_PROVIDERS": json.dumps(
+            [
+                {"name": "ya", "kind": "yandex", "api_key_env": "YANDEX_KEY"},
+                {"name": "gc", "kind": "google"},
+                {"name": "oa", "base_url": "http://127.0.0.1:9/v1"},
+            ]
+        ),
+    }
+    chain = Settings.from_env(env).tts_providers
+    assert [(p.name, p.priority, p.max_connections) for p in chain] == [
+        ("oa", 10, 50),
+        ("gc", 20, 100),
+        ("ya", 30, 40),
+    ]
+
+
+def test_service_account_credentials_come_from_json_or_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tools.google_speech import _credentials
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    account = {
+        "type": "service_account",
+        "project_id": "voice-agent-test",
+        "private_key_id": "k1",
+        "private_key": pem,
+        "client_email": "agent@voice-agent-test.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    path = tmp_path / "account.json"
+    path.write_text(json.dumps(account))
+    for value in (json.dumps(account), str(path)):
+        monkeypatch.setenv("GCP_SA", value)
+        provider = Provider(name="g", kind="google", credentials_env="GCP_SA")
+        credentials, project = _credentials(provider)
+        assert project == "voice-agent-test"
+        assert credentials.service_account_email == account["client_email"]
