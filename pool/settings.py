@@ -137,6 +137,10 @@ class Settings:
     breaker_min_calls: int = 10
     slow_call_is_failure: bool = False
     llm_ttft_deadline_s: float = 1.5
+    # in a speech chain, a provider (all but the last) that sends no audio within this fails
+    # the sentence over to the next; and a recognition taking longer than this, the utterance
+    tts_first_audio_deadline_s: float = 2.0
+    stt_attempt_timeout_s: float = 5.0
     # a person hears "One moment." when the model has said nothing by then (0: never)
     # 1.0 s after the request is ~1.8 s after the person stopped speaking (the VAD's 0.55 s
     # end-of-speech silence, STT), within the 2 s a pause starts to feel like no answer
@@ -289,6 +293,8 @@ class Settings:
             breaker_min_calls=reader.positive("BREAKER_MIN_CALLS", int, 10),
             slow_call_is_failure=reader.flag("SLOW_CALL_IS_FAILURE"),
             llm_ttft_deadline_s=reader.positive("LLM_TTFT_DEADLINE_S", float, 1.5),
+            tts_first_audio_deadline_s=reader.positive("TTS_FIRST_AUDIO_DEADLINE_S", float, 2.0),
+            stt_attempt_timeout_s=reader.positive("STT_ATTEMPT_TIMEOUT_S", float, 5.0),
             ack_after_s=reader.non_negative("ACK_AFTER_S", float, 1.0) or None,
             greeting_deadline_s=reader.positive("GREETING_DEADLINE_S", float, 2.0),
             llm_providers=reader.providers("LLM_PROVIDERS", speech=False),

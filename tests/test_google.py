@@ -4,6 +4,7 @@ espeak-ng speech through the VAD, and failover across OpenAI, Google and Yandex.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Iterator
@@ -211,3 +212,43 @@ def test_service_account_credentials_come_from_json_or_a_file(
         credentials, project = _credentials(provider)
         assert project == "voice-agent-test"
         assert credentials.service_account_email == account["client_email"]
+
+
+async def test_a_voice_that_stalls_hands_the_sentence_to_the_next_within_its_deadline(
+    settings: Settings, vad: silero.VAD, tmp_path: Path, server: OpenAIServer, google: GoogleDouble
+) -> None:
+    """OpenAI's speech accepts the request and sends nothing: after the first-audio deadline
+    the same sentence is voiced by Google, long before the read timeout."""
+    server.script(
+        Rule(path="/audio/speech", fault=Fault(delay_s=20), times=None),
+        Rule(text="Quick handover.", when=lambda b: "weather" in last_user_text(b)),
+    )
+    google.transcripts.append("what is the weather like today")
+    chain = (Provider(name="primary", base_url=server.base_url), cloud(google))
+    configured = replace(
+        settings,
+        stt_providers=(cloud(google),),
+        tts_providers=chain,
+        tts_first_audio_deadline_s=1.0,
+    )
+    captured, stats = await spoken_turn(configured, vad, tmp_path, lambda: google.texts)
+
+    assert google.texts == ["Quick handover."]
+    assert captured.seconds >= 0.25
+    assert "sent no audio within 1.0 s" in (stats["primary.tts"]["last_error"] or "")
+
+
+async def test_an_openai_voice_keeps_to_its_connection_limit_under_50_requests(
+    settings: Settings, server: OpenAIServer
+) -> None:
+    server.script(Rule(path="/audio/speech", fault=Fault(delay_s=0.2), times=None))
+    limited = Provider(name="primary", base_url=server.base_url, max_connections=5)
+    pool = get_pool(replace(settings, tts_providers=(limited,)))
+    try:
+        voice = await build_tts(pool)
+        before = server.connections
+        results = await asyncio.gather(*(voice.synthesize(f"n{i}").collect() for i in range(50)))
+    finally:
+        await pool.aclose()
+    assert len(results) == 50 and server.count("/audio/speech") == 50
+    assert server.connections - before <= 5  # counted at the server

@@ -219,7 +219,7 @@ async def test_fifty_concurrent_syntheses_stay_within_the_connection_limit(
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        ({"name": "g", "kind": "watson"}, "kind must be one of openai, yandex"),
+        ({"name": "g", "kind": "watson"}, "kind must be one of openai, google, yandex"),
         ({"name": "y", "kind": "yandex"}, 'a yandex provider needs "api_key_env"'),
         ({"name": "y", "kind": "yandex", "api_key_env": "NOPE_KEY"}, "NOPE_KEY, which is not"),
         ({"name": "y", "priority": "first"}, "priority must be a whole number"),

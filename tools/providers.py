@@ -211,6 +211,82 @@ class _FirstTokenStream(llm.LLMStream):
                 self._event_ch.send_nowait(chunk)
 
 
+class FirstAudioTTS(tts.TTS[Any]):
+    """Wraps a provider's TTS: no audio within ``deadline_s`` fails the attempt, so the chain
+    moves to the next provider within the same sentence instead of leaving the person in
+    silence until the read timeout."""
+
+    def __init__(self, inner: tts.TTS[Any], *, provider: str, deadline_s: float, meter: Meter):
+        super().__init__(
+            capabilities=tts.TTSCapabilities(streaming=False),
+            sample_rate=inner.sample_rate,
+            num_channels=inner.num_channels,
+        )
+        self.inner = inner
+        self.provider_name = provider
+        self.deadline_s = deadline_s
+        self.meter = meter  # told about stalls, which the transport sees as successes
+
+    @property
+    def model(self) -> str:
+        return self.inner.model
+
+    @property
+    def provider(self) -> str:
+        return self.provider_name
+
+    def synthesize(
+        self, text: str, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
+    ) -> tts.ChunkedStream:
+        return _FirstAudioStream(self, input_text=text, conn_options=conn_options)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+        await super().aclose()
+
+
+class _FirstAudioStream(tts.ChunkedStream):
+    def __init__(self, outer: FirstAudioTTS, *, input_text: str, conn_options: APIConnectOptions):
+        super().__init__(tts=outer, input_text=input_text, conn_options=conn_options)
+        self._outer = outer
+
+    async def _run(self, output_emitter: tts.AudioEmitter) -> None:
+        outer = self._outer
+        # this stream owns the retries; the provider's own stream makes one attempt
+        once = dataclasses.replace(self._conn_options, max_retry=0)
+        started = time.perf_counter()
+        async with outer.inner.synthesize(self.input_text, conn_options=once) as stream:
+            frames = aiter(stream)
+            heard = False
+            while True:
+                try:
+                    if heard:
+                        audio = await anext(frames)
+                    else:
+                        remaining = outer.deadline_s - (time.perf_counter() - started)
+                        async with asyncio.timeout(max(remaining, 0.0)):
+                            audio = await anext(frames)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    error = APITimeoutError(
+                        f"{outer.provider_name} sent no audio within {outer.deadline_s:.1f} s"
+                    )
+                    outer.meter.stalled(error)
+                    raise error from None
+                if not heard:
+                    heard = True
+                    output_emitter.initialize(
+                        request_id=audio.request_id,
+                        sample_rate=audio.frame.sample_rate,
+                        num_channels=audio.frame.num_channels,
+                        mime_type="audio/pcm",
+                    )
+                output_emitter.push(audio.frame.data.tobytes())
+        if heard:
+            output_emitter.flush()
+
+
 async def _clients(pool: ConnectionPool, chain: tuple[Provider, ...]) -> list[tuple[Provider, Any]]:
     """Each provider of a chain (the OPENAI_* endpoint when empty) with its pool client."""
     settings = pool.settings
@@ -257,26 +333,39 @@ async def build_stt(pool: ConnectionPool, vad: vad_module.VAD) -> stt.STT[Any]:
                     client=client, model=provider.model or settings.stt_model, use_realtime=False
                 )
             )
-    return engines[0] if len(engines) == 1 else stt.FallbackAdapter(engines, vad=vad)
+    if len(engines) == 1:
+        return engines[0]
+    # a stalled recognition moves to the next provider (the utterance itself is not replayed)
+    return stt.FallbackAdapter(engines, vad=vad, attempt_timeout=settings.stt_attempt_timeout_s)
 
 
 async def build_tts(pool: ConnectionPool) -> tts.TTS[Any]:
     settings = pool.settings
-    voices: list[tts.TTS[Any]] = []
+    chain: list[tuple[Provider, tts.TTS[Any]]] = []
     for provider, client in await _clients(pool, settings.tts_providers):
+        meter = pool.meter(f"{provider.name}.tts")
+        voice: tts.TTS[Any]
         if provider.kind == "yandex":
-            meter = pool.meter(f"{provider.name}.tts")
-            voices.append(
-                YandexTTS(client, meter, voice=provider.voice, language=provider.language)
-            )
+            voice = YandexTTS(client, meter, voice=provider.voice, language=provider.language)
         elif provider.kind == "google":
-            voices.append(google_tts(client, pool.meter(f"{provider.name}.tts"), provider))
+            voice = google_tts(client, meter, provider)
         else:
-            voices.append(
-                openai_plugin.TTS(
-                    client=client,
-                    model=provider.model or settings.tts_model,
-                    voice=provider.voice or settings.tts_voice,
-                )
+            voice = openai_plugin.TTS(
+                client=client,
+                model=provider.model or settings.tts_model,
+                voice=provider.voice or settings.tts_voice,
             )
-    return voices[0] if len(voices) == 1 else tts.FallbackAdapter(voices)
+        chain.append((provider, voice))
+    if len(chain) == 1:
+        return chain[0][1]
+    # a next provider may answer sooner; the last one is waited for
+    voices: list[tts.TTS[Any]] = [
+        FirstAudioTTS(
+            voice,
+            provider=provider.name,
+            deadline_s=settings.tts_first_audio_deadline_s,
+            meter=pool.meter(f"{provider.name}.tts"),
+        )
+        for provider, voice in chain[:-1]
+    ]
+    return tts.FallbackAdapter([*voices, chain[-1][1]])
