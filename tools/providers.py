@@ -38,7 +38,10 @@ from .yandex_speech import STT_URL, TTS_URL, YandexClient, YandexSTT, YandexTTS
 
 def default_provider(settings: Settings) -> Provider:
     return Provider(
-        name="openai", base_url=settings.openai_base_url, api_key=settings.openai_api_key
+        name="openai",
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key,
+        max_connections=settings.openai_max_connections,
     )
 
 
@@ -55,7 +58,8 @@ def provider_specs(pool: ConnectionPool) -> dict[str, ResourceSpec[Any]]:
             elif provider.kind == "google":
                 specs[provider.name] = google_spec(provider)
             elif provider.name == "openai" and provider.base_url == settings.openai_base_url:
-                specs[provider.name] = openai_spec(settings)
+                spec = openai_spec(settings)
+                specs[provider.name] = dataclasses.replace(spec, info=_info(provider))
             else:
                 tuned = dataclasses.replace(
                     settings,
