@@ -18,6 +18,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,17 @@ from tests.support.tcp_proxy import TcpProxy
 from tests.support.threaded import LoopThread
 
 
-def serve(rtt_ms: float, delays: dict[str, float], identity: str | None, ca: str | None) -> None:
+def serve(
+    rtt_ms: float,
+    delays: dict[str, float],
+    identity: str | None,
+    ca: str | None,
+    *,
+    http2: bool = False,
+) -> None:
     """``identity``: the server's key and certificate chain (PEM) signed by ``ca``; without
-    them a CA of its own is made."""
+    them a CA of its own is made. ``http2``: a chat endpoint that speaks HTTP/2 (hypercorn)
+    instead of the aiohttp test server (HTTP/1.1)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     if identity and ca:
         context.load_cert_chain(identity)
@@ -40,17 +49,26 @@ def serve(rtt_ms: float, delays: dict[str, float], identity: str | None, ca: str
     else:
         workdir = Path(tempfile.mkdtemp(prefix="agent-ai-endpoint-"))
         authority = trustme.CA()
-        authority.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+        identity_file = workdir / "server.pem"
+        authority.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(
+            str(identity_file)
+        )
+        identity = str(identity_file)
+        context.load_cert_chain(identity)
         ca_file = workdir / "ca.pem"
         authority.cert_pem.write_to_path(str(ca_file))
 
-    server = OpenAIServer(ssl_context=context)
-    server.delays = delays
-    server.start()
-    proxy = TcpProxy("127.0.0.1", server.port, rtt_s=rtt_ms / 1000).start()
+    if http2:
+        port, paths, stop_server = _serve_http2(identity, delays.get("/chat/completions", 0.0))
+    else:
+        server = OpenAIServer(ssl_context=context)
+        server.delays = delays
+        server.start()
+        port, paths, stop_server = server.port, server.paths, server.stop
+    proxy = TcpProxy("127.0.0.1", port, rtt_s=rtt_ms / 1000).start()
 
     async def counters(request: web.Request) -> web.Response:
-        return web.json_response({"connections": proxy.accepted, "requests": server.paths()})
+        return web.json_response({"connections": proxy.accepted, "requests": paths()})
 
     thread = LoopThread("ai-endpoint-control")
     runner = web.AppRunner(web.Application(), access_log=None)
@@ -75,7 +93,49 @@ def serve(rtt_ms: float, delays: dict[str, float], identity: str | None, ca: str
         thread.run(runner.cleanup())
         thread.stop()
         proxy.stop()
-        server.stop()
+        stop_server()
+
+
+def _serve_http2(
+    identity: str, delay_s: float
+) -> tuple[int, Callable[[], dict[str, int]], Callable[[], None]]:
+    """hypercorn over TLS, offering h2 by ALPN, in a thread of its own."""
+    import asyncio
+
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    from bench.h2_chat import ChatApp
+    from room.ports import free_tcp_port, wait_for_port
+
+    app = ChatApp(delay_s)
+    port = free_tcp_port()
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.certfile = config.keyfile = identity
+    config.alpn_protocols = ["h2", "http/1.1"]
+    config.accesslog = config.errorlog = None
+    thread = LoopThread("h2-chat")
+    shutdown = asyncio.Event()
+
+    async def run() -> None:
+        await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
+
+    assert thread.loop is not None
+    future = asyncio.run_coroutine_threadsafe(run(), thread.loop)
+    if not wait_for_port(port, 10):
+        raise RuntimeError("the HTTP/2 chat endpoint did not start")
+
+    def paths() -> dict[str, int]:
+        return {"/v1/chat/completions": app.requests, "http_versions": len(app.http_versions)}
+
+    def stop() -> None:
+        assert thread.loop is not None
+        thread.loop.call_soon_threadsafe(shutdown.set)
+        future.result(10)
+        thread.stop()
+
+    return port, paths, stop
 
 
 @dataclass
@@ -95,8 +155,10 @@ class AIEndpoint:
         *,
         identity: Path | None = None,
         ca_file: Path | None = None,
+        http2: bool = False,
     ) -> AIEndpoint:
         trust = ["--identity", str(identity), "--ca", str(ca_file)] if identity and ca_file else []
+        trust += ["--http2"] if http2 else []
         process = subprocess.Popen(
             [
                 *(sys.executable, "-m", "bench.ai_endpoint"),
@@ -143,9 +205,10 @@ def main() -> None:
     parser.add_argument("--delays", default="{}", help="JSON: path suffix -> seconds")
     parser.add_argument("--identity", help="the server's key and certificate chain (PEM)")
     parser.add_argument("--ca", help="the CA that signed --identity")
+    parser.add_argument("--http2", action="store_true", help="a chat endpoint over HTTP/2")
     args = parser.parse_args()
     os.environ.pop("SSL_CERT_FILE", None)
-    serve(args.rtt_ms, json.loads(args.delays), args.identity, args.ca)
+    serve(args.rtt_ms, json.loads(args.delays), args.identity, args.ca, http2=args.http2)
 
 
 if __name__ == "__main__":

@@ -77,24 +77,32 @@ async def warm_first_request(rig: Rig, n: int) -> dict[str, float]:
     return {"cold_ms": ms(cold_ms), "warm_ms": ms(warm_ms), "ratio": round(warm_ms / cold_ms, 3)}
 
 
-async def parallel(rig: Rig, sizes: list[int], call_ms: float) -> list[dict[str, float]]:
+async def parallel(
+    rig: Rig, sizes: list[int], call_ms: float, *, http2: bool = False
+) -> list[dict[str, Any]]:
     """n AI calls of ``call_ms`` each: one after another, then with parallel_ai_calls.
 
     The provider (server and proxy) runs in a process of its own, so its TLS and JSON work
-    is not serialised on the client's event loop: the figure measures the pool."""
+    is not serialised on the client's event loop: the figure measures the pool. With
+    ``http2`` the provider speaks HTTP/2, as OpenAI's API does, and the client too."""
     endpoint = await asyncio.to_thread(
         AIEndpoint.start,
         rig.rtt_ms,
         {"/chat/completions": call_ms / 1000},
         identity=rig.identity,
         ca_file=rig.ca_file,
+        http2=http2,
     )
-    pool = get_pool(replace(rig.settings, openai_base_url=endpoint.url))
+    settings = replace(
+        rig.settings, openai_base_url=endpoint.url, openai_http2="true" if http2 else "false"
+    )
+    pool = get_pool(settings)
     rows = []
     try:
         client = await pool.openai()
         for n in sizes:
             calls = [lambda: chat(client)] * n
+            before = endpoint.counters()["connections"]
             await parallel_ai_calls(*calls, timeout=60, limit=n)  # open n connections first
             started = time.perf_counter()
             for call in calls:
@@ -107,6 +115,9 @@ async def parallel(rig: Rig, sizes: list[int], call_ms: float) -> list[dict[str,
             rows.append(
                 {
                     "n": n,
+                    "http2": http2,
+                    # TCP connections opened for the whole figure: n over HTTP/1.1, one over h2
+                    "connections": endpoint.counters()["connections"] - before,
                     "call_ms": call_ms,
                     "sequential_ms": ms(sequential),
                     "parallel_ms": ms(concurrent),

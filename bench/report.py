@@ -25,10 +25,12 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
         )
     )
     for p in r["parallel"]:
+        protocol = "HTTP/2" if p.get("http2") else "HTTP/1.1"
         out.append(
             (
-                f"parallel n={p['n']} ({p['call_ms']:.0f} ms calls)",
-                f"{p['parallel_ms']} ms vs {p['sequential_ms']} ms (speedup {p['speedup']})",
+                f"parallel n={p['n']} ({p['call_ms']:.0f} ms calls, {protocol})",
+                f"{p['parallel_ms']} ms vs {p['sequential_ms']} ms (speedup {p['speedup']}), "
+                f"{p.get('connections', '?')} TCP connection(s)",
                 f"speedup {p['n']}",
             )
         )
