@@ -195,7 +195,7 @@ def test_a_worker_without_a_livekit_server_says_so_in_one_line(
             "DATABASE_URL does not parse as a URL",
         ),
         ({"DATABASE_URL": "db.internal:5432"}, "DATABASE_URL must look like postgres://host"),
-        ({"LLM_PROVIDERS": '[{"name": "a", "base_ulr": "x"}]'}, "LLM_PROVIDERS[0] has unknown"),
+        ({"LLM_PROVIDERS": '[{"name": "a", "base_ulr": "x"}]'}, "LLM_PROVIDERS[0] (a) has unknown"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR"),
     ],
 )
