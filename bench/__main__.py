@@ -68,6 +68,9 @@ def redis() -> Iterator[str | None]:
         processes.stop(server)
 
 
+OUTPUTS = (":!README.md", ":!bench/*.json", ":!bench/*.png", ":!docs/*.png")
+
+
 def commit() -> str:
     """The commit measured, marked dirty when the tree has uncommitted changes."""
     root = Path(__file__).resolve().parent.parent
@@ -75,8 +78,9 @@ def commit() -> str:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
         ).stdout.strip()
+        # the benchmarks' own outputs (results files, the README's tables) are not code
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *OUTPUTS],
             cwd=root,
             capture_output=True,
             text=True,
