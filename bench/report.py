@@ -30,7 +30,7 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
             (
                 f"parallel n={p['n']} ({p['call_ms']:.0f} ms calls, {protocol})",
                 f"{p['parallel_ms']} ms vs {p['sequential_ms']} ms (speedup {p['speedup']}), "
-                f"{p.get('connections', '?')} TCP connection(s)",
+                f"{p.get('connections', '?')} new TCP connection(s)",
                 f"speedup {p['n']}",
             )
         )
