@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -18,9 +19,11 @@ from livekit.plugins import silero
 
 from pool import ConfigError, Settings, get_pool
 from pool.settings import Provider
-from tests.support.audio_io import espeak_available
+from room.livekit_server import LiveKitServer
+from tests.support.audio_io import espeak_available, speak_to_frames
 from tests.support.google_double import GoogleDouble, GrpcTrouble
 from tests.support.openai_server import Fault, OpenAIServer, Rule, last_user_text
+from tests.support.worker import Worker, room_env
 from tests.support.yandex_double import YandexDouble
 from tests.test_yandex import FOLDER, KEY, speechkit, spoken_turn
 from tools.google_speech import import_plugin
@@ -252,3 +255,52 @@ async def test_an_openai_voice_keeps_to_its_connection_limit_under_50_requests(
         await pool.aclose()
     assert len(results) == 50 and server.count("/audio/speech") == 50
     assert server.connections - before <= 5  # counted at the server
+
+
+async def test_in_a_room_google_hears_and_yandex_speaks_when_google_cannot(
+    livekit: LiveKitServer,
+    openai_server: OpenAIServer,
+    google: GoogleDouble,
+    yandex: YandexDouble,
+    tmp_path: Path,
+) -> None:
+    """The worker as a process in a real LiveKit room: its job processes load the Google
+    plugin on their main thread, Google transcribes the person, Google's voice is
+    unavailable, and the person hears SpeechKit."""
+    google.fail("tts", GrpcTrouble(code=grpc.StatusCode.UNAVAILABLE))
+    google.transcripts.append("what is the weather like today")
+    openai_server.script(
+        Rule(text="Heard by Google.", when=lambda b: "weather" in last_user_text(b))
+    )
+    speechkit_entry = {
+        "name": "yandex",
+        "kind": "yandex",
+        "base_url": yandex.url,
+        "api_key_env": "YANDEX_KEY",
+        "folder_id": FOLDER,
+    }
+    google_entry = {"name": "google", "kind": "google", "base_url": google.url}
+    env = room_env(
+        openai_server.base_url,
+        OPENAI_API_KEY="sk-room",
+        YANDEX_KEY=KEY,
+        STT_PROVIDERS=json.dumps([google_entry]),
+        TTS_PROVIDERS=json.dumps([google_entry, speechkit_entry]),
+    )
+    with Worker(livekit, tmp_path, **env) as worker:
+        async with worker.person("gina", f"room-{uuid.uuid4().hex[:8]}") as gina:
+            await gina.until(lambda: gina.heard.sound_starts, 30, "the greeting")
+            ended = await gina.say_and_wait(
+                speak_to_frames("What is the weather like today?", tmp_path)
+            )
+            await gina.until(lambda: gina.first_sound_after(ended), 30, "the reply")
+            await gina.until(
+                lambda: "Heard by Google." in gina.said_by_agent(), 30, "the reply's text"
+            )
+        output = worker.output()
+
+    assert google.requests["stt"] >= 1 and google.audio_bytes[0] > 16000
+    assert google.requests["tts"] >= 1  # asked first, and unavailable
+    assert "Heard by Google." in yandex.texts
+    assert gina.heard.peak_rms > 1000  # SpeechKit's audio reached the person
+    assert "Traceback" not in output
