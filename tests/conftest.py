@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -237,3 +237,30 @@ async def memory(backend_settings: Settings) -> AsyncIterator[object]:
     yield service
     await service.aclose()
     await pool.aclose()
+
+
+@pytest.fixture(scope="session")
+def vad() -> object:
+    """Silero's VAD, loaded once: what cuts a session's audio into utterances."""
+    from livekit.plugins import silero
+
+    return silero.VAD.load()
+
+
+@pytest.fixture
+def espeak() -> None:
+    """Spoken test audio needs espeak-ng: required under CI, else a skip with the reason."""
+    from tests.support.audio_io import espeak_available
+
+    if not espeak_available():
+        missing("espeak-ng is not installed; `make test` installs it when run as root.")
+
+
+async def wait_until(condition: Callable[[], object], timeout: float = 20.0) -> None:
+    import asyncio
+
+    for _ in range(int(timeout / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("timed out waiting for the agent")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,7 +19,7 @@ from livekit.plugins import silero
 from pool import ConfigError, Settings, get_pool
 from pool.settings import Provider
 from room.livekit_server import LiveKitServer
-from tests.support.audio_io import espeak_available, speak_to_frames
+from tests.support.audio_io import speak_to_frames
 from tests.support.google_double import GoogleDouble, GrpcTrouble
 from tests.support.openai_server import Fault, OpenAIServer, Rule, last_user_text
 from tests.support.worker import Worker, room_env
@@ -30,20 +29,7 @@ from tools.google_speech import import_plugin
 from tools.providers import build_tts
 
 import_plugin()  # livekit registers plugins on the main thread, where pytest imports this
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def vad() -> silero.VAD:
-    return silero.VAD.load()
-
-
-@pytest.fixture(autouse=True)
-def need_espeak() -> None:
-    if not espeak_available():
-        if os.environ.get("CI") == "true":
-            pytest.fail("espeak-ng is missing, and CI=true requires it (make test installs it).")
-        pytest.skip("espeak-ng is not installed; `make test` installs it when run as root.")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("espeak")]
 
 
 @pytest.fixture

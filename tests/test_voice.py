@@ -3,8 +3,6 @@ LLM → OpenAI TTS plugin → audio frames out, all against the local server."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +12,8 @@ from livekit.plugins import silero
 from agent import Assistant, build_session
 from pool import ConnectionPool, Settings, get_pool
 from pool.settings import Provider
-from tests.support.audio_io import CapturedAudio, SpeechInput, espeak_available, speak_to_frames
+from tests.conftest import wait_until
+from tests.support.audio_io import CapturedAudio, SpeechInput, speak_to_frames
 from tests.support.openai_server import (
     Fault,
     OpenAIServer,
@@ -24,29 +23,7 @@ from tests.support.openai_server import (
 )
 from tools.session import SessionData
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def vad() -> silero.VAD:
-    return silero.VAD.load()
-
-
-@pytest.fixture(autouse=True)
-def need_espeak() -> None:
-    if espeak_available():
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail("espeak-ng is missing, and CI=true requires it (make test installs it).")
-    pytest.skip("espeak-ng is not installed; `make test` installs it when run as root.")
-
-
-async def wait_until(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("timed out waiting for the agent")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("espeak")]
 
 
 async def voice_turn(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,29 +18,17 @@ from livekit.plugins import silero
 from agent import Assistant, build_session
 from pool import ConfigError, Settings, get_pool
 from pool.settings import Provider
-from tests.support.audio_io import CapturedAudio, SpeechInput, espeak_available, speak_to_frames
+from tests.conftest import wait_until
+from tests.support.audio_io import CapturedAudio, SpeechInput, speak_to_frames
 from tests.support.openai_server import Fault, OpenAIServer, Rule, last_user_text
 from tests.support.yandex_double import Trouble, YandexDouble
 from tools.pool_tools import stats_summary
 from tools.providers import build_stt, build_tts
 from tools.session import SessionData
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("espeak")]
 KEY = "yandex-api-key-5e2c"
 FOLDER = "b1gfolder"
-
-
-@pytest.fixture(scope="module")
-def vad() -> silero.VAD:
-    return silero.VAD.load()
-
-
-@pytest.fixture(autouse=True)
-def need_espeak() -> None:
-    if not espeak_available():
-        if os.environ.get("CI") == "true":
-            pytest.fail("espeak-ng is missing, and CI=true requires it (make test installs it).")
-        pytest.skip("espeak-ng is not installed; `make test` installs it when run as root.")
 
 
 @pytest.fixture
@@ -68,14 +55,6 @@ def speechkit(double: YandexDouble, **extra: object) -> Provider:
 
 def openai_provider(server: OpenAIServer) -> Provider:
     return Provider(name="primary", base_url=server.base_url)
-
-
-async def wait_until(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("timed out waiting for the agent")
 
 
 async def spoken_turn(

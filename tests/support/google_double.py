@@ -11,8 +11,6 @@ to speak), answers transcripts and PCM, and can fail a call with a gRPC status o
 from __future__ import annotations
 
 import asyncio
-import math
-import struct
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ import grpc
 from google.cloud.speech_v1.types import cloud_speech
 from google.cloud.texttospeech_v1.types import cloud_tts
 
+from tests.support.openai_server import tone_pcm
 from tests.support.threaded import LoopThread
 
 
@@ -140,11 +139,4 @@ class GoogleDouble:
         rate = request.audio_config.sample_rate_hertz or 24000
         with self._lock:
             self.texts.append(text)
-        return cloud_tts.SynthesizeSpeechResponse(audio_content=_tone(rate, seconds=0.6))
-
-
-def _tone(rate: int, *, seconds: float) -> bytes:
-    return b"".join(
-        struct.pack("<h", int(8000 * math.sin(2 * math.pi * 330 * i / rate)))
-        for i in range(int(rate * seconds))
-    )
+        return cloud_tts.SynthesizeSpeechResponse(audio_content=tone_pcm(0.6, rate, hz=330))

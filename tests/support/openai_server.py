@@ -87,12 +87,17 @@ def has_tool_result(body: dict[str, Any]) -> bool:
     return bool(messages) and messages[-1].get("role") == "tool"
 
 
-def tone_wav(seconds: float = 0.3, rate: int = 24000) -> bytes:
-    """A short 440 Hz tone: real audio for the TTS plugin to decode."""
-    frames = b"".join(
-        struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate)))
+def tone_pcm(seconds: float, rate: int, hz: int = 440) -> bytes:
+    """A tone as 16-bit mono PCM: real audio for a speech plugin to play."""
+    return b"".join(
+        struct.pack("<h", int(8000 * math.sin(2 * math.pi * hz * i / rate)))
         for i in range(int(seconds * rate))
     )
+
+
+def tone_wav(seconds: float = 0.3, rate: int = 24000) -> bytes:
+    """A short 440 Hz tone in a WAV: what the TTS plugin decodes."""
+    frames = tone_pcm(seconds, rate)
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as out:
         out.setnchannels(1)

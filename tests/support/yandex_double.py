@@ -12,8 +12,6 @@ requests it ever had in flight at once.
 from __future__ import annotations
 
 import asyncio
-import math
-import struct
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.openai_server import tone_pcm
 from tests.support.threaded import LoopThread
 
 RATES = {"8000", "16000", "48000"}
@@ -173,19 +172,11 @@ class YandexDouble:
                 self.texts.append(text)
             response = web.StreamResponse(headers={"Content-Type": "audio/x-pcm"})
             await response.prepare(request)
-            await response.write(_tone(int(rate), seconds=0.6))
+            await response.write(tone_pcm(0.6, int(rate)))
             await response.write_eof()
             return response
         finally:
             self._leave()
-
-
-def _tone(rate: int, *, seconds: float) -> bytes:
-    samples = int(rate * seconds)
-    return b"".join(
-        struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate)))
-        for i in range(samples)
-    )
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
