@@ -171,12 +171,13 @@ class AIEndpoint:
             text=True,
         )
         assert process.stdout is not None
-        line = process.stdout.readline()
-        if not line:
+        try:
+            info = json.loads(process.stdout.readline())
+            return cls(process, info["url"], info["ca_file"], info["control"])
+        except (ValueError, KeyError):
+            process.kill()
             process.wait(10)
-            raise RuntimeError("the AI endpoint process did not start")
-        info = json.loads(line)
-        return cls(process, info["url"], info["ca_file"], info["control"])
+            raise RuntimeError("the AI endpoint process did not start") from None
 
     def counters(self) -> dict[str, Any]:
         import urllib.request

@@ -122,9 +122,11 @@ async def postgres_failover(workdir: Path) -> dict[str, Any]:
 async def redis_failover(workdir: Path) -> dict[str, Any]:
     from tests.support.openai_server import OpenAIServer
 
-    cluster = RedisSentinelCluster().start()
-    server = OpenAIServer().start()  # the greeting's source, while the cache is away
+    cluster = RedisSentinelCluster()
+    server = OpenAIServer()  # the greeting's source, while the cache is away
     try:
+        cluster.start()
+        server.start()
         settings = replace(
             base_settings(workdir),
             openai_base_url=server.base_url,

@@ -32,8 +32,14 @@ def _greeting_in_a_new_process(rig: Rig, user: str, redis_url: str | None) -> di
         "redis": redis_url,
         "user": user,
     }
+    return in_a_fresh_process("bench.greeting_probe", config)
+
+
+def in_a_fresh_process(module: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Run ``python -m module CONFIG_JSON`` (a new job, as far as the pool knows) and read
+    the JSON it prints."""
     result = subprocess.run(
-        [sys.executable, "-m", "bench.greeting_probe", json.dumps(config)],
+        [sys.executable, "-m", module, json.dumps(config)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -41,8 +47,8 @@ def _greeting_in_a_new_process(rig: Rig, user: str, redis_url: str | None) -> di
     )
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-2000:])
-    probe: dict[str, Any] = json.loads(result.stdout)
-    return probe
+    answer: dict[str, Any] = json.loads(result.stdout)
+    return answer
 
 
 async def greeting_cache(
@@ -154,20 +160,5 @@ async def memory_batch(
 
 def pool_rss_mb(rig: Rig) -> float:
     """Resident memory a warmed pool and its clients add, measured in a fresh process."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.rss",
-            json.dumps(
-                {"base_url": rig.direct.openai_base_url, "sqlite": str(rig.workdir / "rss.db")}
-            ),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(result.stderr[-2000:])
-    return float(json.loads(result.stdout)["pool_rss_mb"])
+    config = {"base_url": rig.direct.openai_base_url, "sqlite": str(rig.workdir / "rss.db")}
+    return float(in_a_fresh_process("bench.rss", config)["pool_rss_mb"])

@@ -121,7 +121,11 @@ class PostgresServer:
             group=self._as.pw_gid if self._as else None,
         )
         log.close()
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.kill()  # a server that never became ready must not outlive the attempt
+            raise
         return self
 
     def _wait_ready(self, timeout_s: float = 60.0) -> None:
