@@ -42,6 +42,14 @@ class Provider:
     # the variable holding a Google service account (its JSON, or a path to the file)
     credentials_env: str | None = None
 
+    def info(self) -> dict[str, object]:
+        """What the stats show of it beside its counters."""
+        return {
+            "kind": self.kind,
+            "priority": self.priority,
+            "max_connections": self.max_connections,
+        }
+
 
 ProviderKind = Literal["openai", "google", "yandex"]
 # the registry this project grew from: OpenAI, then Google Cloud, then Yandex SpeechKit;

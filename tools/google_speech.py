@@ -121,12 +121,7 @@ def google_spec(provider: Provider) -> ResourceSpec[GoogleClients]:
     async def close(clients: GoogleClients) -> None:
         await clients.aclose()
 
-    info = {
-        "kind": provider.kind,
-        "priority": provider.priority,
-        "max_connections": provider.max_connections,
-    }
-    return ResourceSpec(provider.name, open_clients, close, info=info)
+    return ResourceSpec(provider.name, open_clients, close, info=provider.info())
 
 
 class _Metered:

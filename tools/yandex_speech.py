@@ -36,7 +36,8 @@ from livekit.agents import (
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import AudioBuffer
 
-from pool import CircuitOpenError, Meter, redact
+from pool import CircuitOpenError, ConnectionPool, Meter, ResourceSpec, redact
+from pool.settings import Provider
 
 STT_URL = "https://stt.api.cloud.yandex.net"
 TTS_URL = "https://tts.api.cloud.yandex.net"
@@ -223,3 +224,24 @@ class _Synthesis(tts.ChunkedStream):
             async for chunk in resp.content.iter_chunked(4096):
                 output_emitter.push(chunk)
             output_emitter.flush()
+
+
+def yandex_spec(pool: ConnectionPool, provider: Provider) -> ResourceSpec[YandexClient]:
+    """SpeechKit on the pool's shared aiohttp session: the pool owns the connections, this
+    client holds the account and the provider's connection limit."""
+
+    async def open_client(meter: Meter) -> YandexClient:
+        return YandexClient(
+            session=pool.http,
+            api_key=provider.api_key,
+            folder_id=provider.folder_id,
+            stt_url=(provider.base_url or STT_URL).rstrip("/"),
+            tts_url=(provider.base_url or TTS_URL).rstrip("/"),
+            limit=asyncio.Semaphore(provider.max_connections),
+            language=provider.language or "en-US",
+        )
+
+    async def close(client: YandexClient) -> None:
+        """Nothing of its own to close: the session is the pool's."""
+
+    return ResourceSpec(provider.name, open_client, close, info=provider.info())
