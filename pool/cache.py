@@ -16,7 +16,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-import aiosqlite
 import redis.asyncio as aioredis
 from cachetools import TTLCache
 from redis.asyncio.sentinel import Sentinel
@@ -25,7 +24,7 @@ from .errors import CircuitOpenError
 from .meter import Meter
 from .redact import redact
 from .resources import ResourceSpec
-from .sqlite_file import connect
+from .sqlite_file import SqliteFile
 
 logger = logging.getLogger("pool.cache")
 
@@ -47,24 +46,25 @@ class SqliteLayer:
 
     name = "sqlite-cache"
 
-    def __init__(self, db: aiosqlite.Connection, meter: Meter) -> None:
-        self.db = db
+    def __init__(self, file: SqliteFile, meter: Meter) -> None:
+        self.file = file
         self.meter = meter
 
     @classmethod
     async def open(cls, path: str, meter: Meter) -> SqliteLayer:
-        db = await connect(path)
-        await db.execute(
-            "CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
-            "expires_at REAL NOT NULL)"
-        )
-        await db.commit()
-        return cls(db, meter)
+        file = await SqliteFile.open(path)
+        async with file.transaction() as db:
+            await db.execute(
+                "CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
+                "expires_at REAL NOT NULL)"
+            )
+        return cls(file, meter)
 
     async def get(self, key: str) -> str | None:
         async with (
             self.meter.guard(),
-            self.db.execute(
+            self.file.reading() as db,
+            db.execute(
                 "SELECT value FROM cache WHERE key = ? AND expires_at > ?", (key, time.time())
             ) as cursor,
         ):
@@ -72,24 +72,22 @@ class SqliteLayer:
         return str(row[0]) if row else None
 
     async def set(self, key: str, value: str, ttl_s: float) -> None:
-        async with self.meter.guard():
-            await self.db.execute(
+        async with self.meter.guard(), self.file.transaction() as db:
+            await db.execute(
                 "INSERT INTO cache (key, value, expires_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
                 "expires_at = excluded.expires_at",
                 (key, value, time.time() + ttl_s),
             )
             # expired rows go on the writer's time, never a reader's
-            await self.db.execute("DELETE FROM cache WHERE expires_at <= ?", (time.time(),))
-            await self.db.commit()
+            await db.execute("DELETE FROM cache WHERE expires_at <= ?", (time.time(),))
 
     async def delete(self, key: str) -> None:
-        async with self.meter.guard():
-            await self.db.execute("DELETE FROM cache WHERE key = ?", (key,))
-            await self.db.commit()
+        async with self.meter.guard(), self.file.transaction() as db:
+            await db.execute("DELETE FROM cache WHERE key = ?", (key,))
 
     async def aclose(self) -> None:
-        await self.db.close()
+        await self.file.aclose()
 
 
 class RedisLayer:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import aiosqlite
 
 from pool import Meter
-from pool.sqlite_file import connect
+from pool.sqlite_file import SqliteFile
 
 from ..model import Category, Memory, Write, newest_per_key
 
@@ -74,16 +74,20 @@ def _memory(row: aiosqlite.Row | tuple[object, ...]) -> Memory:
 class SqliteStore:
     name = "sqlite"
 
-    def __init__(self, db: aiosqlite.Connection, meter: Meter) -> None:
-        self.db = db
+    def __init__(self, file: SqliteFile, meter: Meter) -> None:
+        self.file = file
         self.meter = meter
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        return self.file.db
 
     @classmethod
     async def open(cls, path: str, meter: Meter) -> SqliteStore:
-        db = await connect(path)
-        await db.executescript(SCHEMA)
-        await db.commit()
-        return cls(db, meter)
+        file = await SqliteFile.open(path)
+        await file.db.executescript(SCHEMA)
+        await file.db.commit()
+        return cls(file, meter)
 
     async def apply(self, writes: Sequence[Write]) -> None:
         writes = newest_per_key(writes)
@@ -93,18 +97,12 @@ class SqliteStore:
             if w.value is not None
         ]
         deletes = [(w.user_id, w.category, w.key, w.written_at) for w in writes if w.value is None]
-        async with self.meter.guard(self.is_refusal):
-            try:
-                await self.db.execute("BEGIN IMMEDIATE")
-                if saves:
-                    await self.db.executemany(UPSERT, saves)
-                if deletes:
-                    await self.db.executemany(DELETE, deletes)
-                    await self.db.executemany(TOMBSTONE, deletes)
-                await self.db.commit()
-            except BaseException:
-                await self.db.rollback()
-                raise
+        async with self.meter.guard(self.is_refusal), self.file.transaction() as db:
+            if saves:
+                await db.executemany(UPSERT, saves)
+            if deletes:
+                await db.executemany(DELETE, deletes)
+                await db.executemany(TOMBSTONE, deletes)
 
     async def get_many(self, user_id: str, keys: Sequence[tuple[Category, str]]) -> list[Memory]:
         if not keys:
@@ -117,7 +115,11 @@ class SqliteStore:
             f"SELECT {COLUMNS} FROM memories WHERE user_id = ? "
             f"AND (category, key) IN (VALUES {pairs})"
         )
-        async with self.meter.guard(self.is_refusal), self.db.execute(query, params) as cursor:
+        async with (
+            self.meter.guard(self.is_refusal),
+            self.file.reading() as db,
+            db.execute(query, params) as cursor,
+        ):
             return [_memory(row) for row in await cursor.fetchall()]
 
     async def recall(
@@ -130,7 +132,11 @@ class SqliteStore:
             params.append(category)
         query += " ORDER BY updated_at DESC LIMIT ?"
         params.append(limit)
-        async with self.meter.guard(self.is_refusal), self.db.execute(query, params) as cursor:
+        async with (
+            self.meter.guard(self.is_refusal),
+            self.file.reading() as db,
+            db.execute(query, params) as cursor,
+        ):
             return [_memory(row) for row in await cursor.fetchall()]
 
     def is_outage(self, exc: BaseException) -> bool:
@@ -142,8 +148,8 @@ class SqliteStore:
         return isinstance(exc, sqlite3.DatabaseError) and not self.is_outage(exc)
 
     async def ping(self) -> None:
-        async with self.db.execute("SELECT 1") as cursor:
+        async with self.file.reading() as db, db.execute("SELECT 1") as cursor:
             await cursor.fetchone()
 
     async def aclose(self) -> None:
-        await self.db.close()
+        await self.file.aclose()
