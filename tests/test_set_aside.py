@@ -86,7 +86,7 @@ async def test_one_refused_write_is_set_aside_alone_and_replayed_after_the_fix(
             pass
 
         report = await outbox.report()
-        assert report.totals() == {"pending": 0, "set_aside": 1}
+        assert report.totals() == {"pending": 0, "retrying": 0, "set_aside": 1}
         assert list(report.set_aside) == ["user-2"]
         assert "refused" in report.reasons[0][0] or "violates" in report.reasons[0][0]
         for i in range(30):
@@ -96,7 +96,7 @@ async def test_one_refused_write_is_set_aside_alone_and_replayed_after_the_fix(
         assert store.meter.metrics.refused >= 1
         assert store.meter.breaker.state == "closed"
         stats = await stats_report(memory.pool, outbox)
-        assert '"memory_outbox":{"pending":0,"set_aside":1}' in stats
+        assert '"memory_outbox":{"pending":0,"retrying":0,"set_aside":1}' in stats
         assert gauge("set_aside") == 1
     finally:
         await fix()
@@ -105,7 +105,7 @@ async def test_one_refused_write_is_set_aside_alone_and_replayed_after_the_fix(
     while await outbox.flush_once():
         pass
     assert (await memory.get("user-2", "FACT", "k17")).value == FORBIDDEN  # type: ignore[union-attr]
-    assert (await outbox.totals()) == {"pending": 0, "set_aside": 0}
+    assert (await outbox.totals()) == {"pending": 0, "retrying": 0, "set_aside": 0}
     assert gauge("set_aside") == 0
 
 

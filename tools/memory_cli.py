@@ -8,7 +8,7 @@ import asyncio
 from pool import Settings, get_pool
 
 from .model import MemoryStore
-from .outbox import Outbox, OutboxReport
+from .outbox import MAX_FAILURES, Outbox, OutboxReport
 from .stores import memory_store
 
 USAGE = "usage: python agent.py memory outbox | memory replay [--deadline SECONDS]"
@@ -45,12 +45,17 @@ def _age(seconds: float) -> str:
 
 def describe(report: OutboxReport, path: str) -> str:
     totals = report.totals()
+    retrying = f" ({totals['retrying']} failing on their own)" if totals["retrying"] else ""
     lines = [
-        f"outbox {path}: {totals['pending']} pending, {totals['set_aside']} set aside",
+        f"outbox {path}: {totals['pending']} pending{retrying}, {totals['set_aside']} set aside",
     ]
     for title, rows in (("pending", report.pending), ("set aside", report.set_aside)):
         for user_id, (count, oldest) in rows.items():
             lines.append(f"  {title:<9}  {user_id}: {count} writes, oldest {_age(oldest)}")
+    for error, count, failures in report.failing:
+        lines.append(
+            f"  failing {count}x ({failures} of {MAX_FAILURES} tries, then set aside): {error}"
+        )
     for error, count in report.reasons:
         lines.append(f"  refused {count}x: {error}")
     if totals["set_aside"]:
