@@ -11,15 +11,13 @@ import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from dotenv import find_dotenv, load_dotenv
 from livekit import rtc
 from livekit.agents import (
     Agent,
     AgentServer,
-    AgentSession,
-    APIConnectOptions,
     FlushSentinel,
     JobContext,
     JobProcess,
@@ -28,35 +26,50 @@ from livekit.agents import (
     function_tool,
     llm,
 )
-from livekit.agents import vad as vad_module
 from livekit.agents.voice import ModelSettings, room_io
-from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.plugins import silero
 
-from pool import ConfigError, ConnectionPool, Settings, get_pool, install_log_redaction, redact
-from tools import memory_cli
-from tools.acknowledge import acknowledged
-from tools.background import PostTurnWorker, follow_turns
-from tools.capacity import conversation_load
-from tools.console_view import quiet_unused_cloud_warnings, show_agent_words
-from tools.google_speech import import_plugin, uses_google
-from tools.greeting import GENERIC_GREETING, forget_greeting, greeting_for
-from tools.memory import Memory, MemoryService
-from tools.memory_tools import (
+from pool import ConfigError, install_log_redaction
+from tools.conversation import (
+    GENERIC_GREETING,
+    PHRASES,
+    Acknowledgement,
+    JobResources,
+    Phrases,
+    PostTurnWorker,
+    SessionData,
+    build_session,
+    first_words,
+    follow_turns,
+    forget_greeting,
+    greeting_for,
+    register_pool_panel,
+    speak_up_on_errors,
+    voice_directory,
+    wait_for_person,
+)
+from tools.memory import (
+    Category,
+    Memory,
+    MemoryService,
     forget_memory,
     memory_block,
     recall_memory,
     recall_within_budget,
+    run_memory_command,
     save_memory,
 )
-from tools.phrases import PHRASES, Phrases, speak_up_on_errors, voice_directory
 from tools.pool_tools import cleanup_report, stats_report
-from tools.providers import build_llm, build_stt, build_tts, provider_specs
-from tools.session import GracefulSession, SessionData
-from tools.stores import memory_spec, open_memory_service
+from tools.providers import import_plugin, uses_google
+from tools.settings import Settings
+from tools.worker import (
+    conversation_load,
+    portaudio_installed,
+    quiet_unused_cloud_warnings,
+    show_agent_words,
+)
 
 logger = logging.getLogger("agent")
-ONE_MOMENT = PHRASES["one_moment"]
 # job processes import this module without running main(): redact and quiet there too
 install_log_redaction()
 quiet_unused_cloud_warnings()
@@ -70,8 +83,6 @@ When asked how your connections or resources are doing, call getConnectionPoolSt
 summarise it in a sentence or two. When asked to clean up or reset connections, call
 cleanupConnectionPool."""
 
-CategoryName = Literal["FACT", "PREFERENCE", "CONTEXT"]
-
 
 class Assistant(Agent):
     def __init__(
@@ -79,14 +90,12 @@ class Assistant(Agent):
         *,
         memories: Sequence[Memory] = (),
         instructions: str = INSTRUCTIONS,
-        ack_after_s: float | None = None,
-        phrases: Phrases | None = None,
+        acknowledgement: Acknowledgement | None = None,
     ) -> None:
-        """``ack_after_s``: say "One moment." when the model has said nothing by then.
-        ``phrases``: pre-rendered audio for the sentences the agent says in trouble."""
+        """``acknowledgement``: what is said while the model is slow to answer."""
         self.memories = list(memories)
-        self.ack_after_s = ack_after_s
-        self.phrases = phrases
+        self.acknowledgement = acknowledgement or Acknowledgement(after_s=None, text="")
+        self._late: asyncio.Task[None] | None = None
         chat_ctx = llm.ChatContext()
         if memories:
             chat_ctx.add_message(role="system", content=memory_block(memories))
@@ -99,32 +108,16 @@ class Assistant(Agent):
         model_settings: ModelSettings,
     ) -> AsyncIterator[llm.ChatChunk | str | FlushSentinel]:
         reply = Agent.default.llm_node(self, chat_ctx, tools, model_settings)
-        if self.ack_after_s is None:
-            async for chunk in reply:
-                yield chunk
-            return
-        async for chunk in acknowledged(reply, after_s=self.ack_after_s, text=ONE_MOMENT):
+        async for chunk in self.acknowledgement.reply(reply):
             yield chunk
 
     async def tts_node(
         self, text: AsyncIterable[str], model_settings: ModelSettings
     ) -> AsyncIterator[rtc.AudioFrame]:
-        """The acknowledgement plays from its pre-rendered audio: at once, TTS or not."""
-        words = aiter(text)
-        first = await anext(words, None)
-        if first is None:
-            return
-        cached = self.phrases.frames("one_moment") if self.phrases else None
-        if cached is not None and first == ONE_MOMENT:
-            rest = await anext(words, None)
-            if rest is None:
-                for frame in cached:
-                    yield frame
-                return
-            words = _prepend([first, rest], words)
-        else:
-            words = _prepend([first], words)
-        async for frame in Agent.default.tts_node(self, words, model_settings):
+        def synthesize(words: AsyncIterable[str]) -> AsyncIterable[rtc.AudioFrame]:
+            return Agent.default.tts_node(self, words, model_settings)
+
+        async for frame in self.acknowledgement.speak(text, synthesize):
             yield frame
 
     async def add_memories(self, memories: Sequence[Memory]) -> None:
@@ -135,9 +128,21 @@ class Assistant(Agent):
             chat_ctx.add_message(role="system", content=memory_block(memories))
             await self.update_chat_ctx(chat_ctx)
 
+    def add_memories_when_loaded(self, recall: asyncio.Task[list[Memory]]) -> None:
+        """The user's memories, when the store answers after the session started."""
+
+        async def arrive() -> None:
+            try:
+                memories = await recall
+            except Exception:  # already logged by recall_within_budget
+                return
+            await self.add_memories(memories)
+
+        self._late = asyncio.create_task(arrive(), name="late-memories")
+
     @function_tool(name="saveMemory")
     async def save_memory(
-        self, context: RunContext[SessionData], category: CategoryName, key: str, value: str
+        self, context: RunContext[SessionData], category: Category, key: str, value: str
     ) -> str:
         """Remember something about the user for future conversations. Saving the same
         category and key again replaces the old value.
@@ -155,7 +160,7 @@ class Assistant(Agent):
     async def recall_memory(
         self,
         context: RunContext[SessionData],
-        category: CategoryName | None = None,
+        category: Category | None = None,
         key: str | None = None,
     ) -> str:
         """Look up what you remember about the user: one memory by key, every memory of a
@@ -170,7 +175,7 @@ class Assistant(Agent):
 
     @function_tool(name="forgetMemory")
     async def forget_memory(
-        self, context: RunContext[SessionData], category: CategoryName, key: str
+        self, context: RunContext[SessionData], category: Category, key: str
     ) -> str:
         """Forget one thing you remembered about the user, when they ask you to.
 
@@ -197,85 +202,10 @@ class Assistant(Agent):
         return await cleanup_report(context.userdata.pool)
 
 
-async def _prepend(head: list[str], tail: AsyncIterator[str]) -> AsyncIterator[str]:
-    for item in head:
-        yield item
-    async for item in tail:
-        yield item
-
-
 def _memory(data: SessionData) -> MemoryService:
     if data.memory is None:
         raise RuntimeError("This session was started without a memory service.")
     return data.memory
-
-
-async def build_session(
-    pool: ConnectionPool, userdata: SessionData, vad: vad_module.VAD | None
-) -> AgentSession[SessionData]:
-    """An AgentSession whose STT, LLM and TTS all run on the pool's clients, each a chain of
-    providers that fails over in order.
-
-    Without a VAD the session is text only: the OpenAI STT plugin cannot stream
-    without one to cut the audio into utterances.
-    """
-    model = await build_llm(pool)
-    drain_s = pool.settings.turn_drain_s
-    if vad is None:
-        return GracefulSession(
-            drain_s=drain_s,
-            llm=model,
-            userdata=userdata,
-            turn_handling={"turn_detection": "manual", "interruption": {"mode": "vad"}},
-            conn_options=VOICE_CONN_OPTIONS,
-        )
-    return GracefulSession(
-        drain_s=drain_s,
-        conn_options=VOICE_CONN_OPTIONS,
-        stt=await build_stt(pool, vad),
-        llm=model,
-        tts=await build_tts(pool),
-        vad=vad,
-        # the multilingual turn detector downloads its model at run time, and adaptive
-        # interruption needs LiveKit Cloud: VAD needs nothing beyond this process
-        turn_handling={"turn_detection": "vad", "interruption": {"mode": "vad"}},
-        userdata=userdata,
-    )
-
-
-async def prepare_assistant(
-    memory: MemoryService, user_id: str, *, phrases: Phrases | None = None
-) -> Assistant:
-    """An Assistant that knows the user's memories, if the store answers within budget;
-    otherwise it starts without them and adds them when they arrive."""
-    settings = memory.pool.settings
-    budget_s = settings.memory_recall_budget_ms / 1000
-    memories, late = await recall_within_budget(memory, user_id, budget_s)
-    assistant = Assistant(
-        memories=memories or (), ack_after_s=settings.ack_after_s, phrases=phrases
-    )
-    if memories is None:
-
-        def arrive(task: asyncio.Task[list[Memory]]) -> None:
-            if not task.cancelled() and task.exception() is None:
-                pending = asyncio.create_task(assistant.add_memories(task.result()))
-                _background.add(pending)
-                pending.add_done_callback(_background.discard)
-
-        late.add_done_callback(arrive)
-    return assistant
-
-
-# late memories are added by a task nobody awaits; keep a reference so it is not collected
-_background: set[asyncio.Task[None]] = set()
-
-# a voice turn cannot wait out livekit's default retries (3, 2 s apart) before the person
-# hears anything: one quick retry, then the agent says what is wrong (tools.phrases); and
-# a long outage must not end the session (livekit closes it after 3 failures in a row)
-_QUICK = APIConnectOptions(max_retry=1, retry_interval=0.3, timeout=10.0)
-VOICE_CONN_OPTIONS = SessionConnectOptions(
-    stt_conn_options=_QUICK, tts_conn_options=_QUICK, max_unrecoverable_errors=1_000_000
-)
 
 
 def prewarm(proc: JobProcess) -> None:
@@ -290,67 +220,42 @@ def prewarm(proc: JobProcess) -> None:
 
 async def entrypoint(ctx: JobContext) -> None:
     settings: Settings = ctx.proc.userdata.get("settings") or Settings.from_env()
-    pool = get_pool(settings)
-    pool.register(memory_spec(settings))
-    for spec in provider_specs(pool).values():
-        pool.register(spec)
-    # the first user turn should find every connection open: warm while the room connects
-    warming = asyncio.create_task(pool.warm(), name="pool-warm")
-    opening = asyncio.create_task(open_memory_service(pool), name="memory-open")
-
-    async def shut_down() -> None:
-        # livekit has closed the session by now (GracefulSession lets its reply in flight
-        # finish), so nothing uses the clients: learn from the last exchange, flush the
-        # writes, then close the pool
-        if userdata is not None and userdata.post_turn is not None:
-            await userdata.post_turn.aclose(deadline_s=3.0)
-        if opening.done() and not opening.cancelled() and opening.exception() is None:
-            left = await opening.result().aclose(deadline_s=5.0)
-            if left:
-                logger.warning("%d memory writes will be replayed at the next start", left)
-        for task in (opening, warming):
-            task.cancel()
-        await asyncio.gather(opening, warming, return_exceptions=True)
-        await pool.aclose()
-
-    userdata: SessionData | None = None
-    ctx.add_shutdown_callback(shut_down)
+    ctx.log_context_fields = {"room": ctx.room.name}
+    # the pool warms and the memory store opens while the room connects
+    job = JobResources(settings)
+    ctx.add_shutdown_callback(job.aclose)
 
     await ctx.connect()
-    memory = await opening
-    if ctx.is_fake_job():
+    memory = await job.memory()
+    in_console = ctx.is_fake_job()
+    if in_console:  # one person, named by USER_ID
         user_id = settings.user_id
     else:
-
-        async def pool_stats(_: rtc.RpcInvocationData) -> str:
-            return await stats_report(pool, memory.outbox)
-
-        # the same report the tool reads out, for a page in the room (make room's pool panel)
-        ctx.room.local_participant.register_rpc_method("getConnectionPoolStats", pool_stats)
+        register_pool_panel(ctx.room, lambda: stats_report(job.pool, memory.outbox))
         person = await wait_for_person(ctx, settings.participant_wait_s)
         if person is None:
             ctx.shutdown(reason="no participant joined")
             return
         user_id = person.identity
+    ctx.log_context_fields = {"room": ctx.room.name, "user": user_id}
 
-    phrases = Phrases(voice_directory(settings))
+    phrases = job.phrases = Phrases(voice_directory(settings))
     await asyncio.to_thread(phrases.load)  # a few small files, but off the event loop
     assistant = await prepare_assistant(memory, user_id, phrases=phrases)
     # composed (or found in the cache) while the session starts
-    greeting = asyncio.create_task(greeting_for(pool, user_id, assistant.memories))
-    memory.on_change(lambda user, categories: forget_greeting(pool, user, categories))
-    post_turn = PostTurnWorker(pool, memory, user_id)
-    userdata = SessionData(
-        pool=pool, settings=settings, user_id=user_id, memory=memory, post_turn=post_turn
+    greeting = asyncio.create_task(
+        greeting_for(job.pool, user_id, assistant.memories, model=settings.llm_model)
     )
-    session = await build_session(pool, userdata, ctx.proc.userdata.get("vad"))
-    follow_turns(session, post_turn)
+    memory.on_change(lambda user, categories: forget_greeting(job.pool, user, categories))
+    job.post_turn = PostTurnWorker(job.pool, memory, user_id)
+    userdata = SessionData(
+        pool=job.pool, settings=settings, user_id=user_id, memory=memory, post_turn=job.post_turn
+    )
+    session = await build_session(job.pool, settings, userdata, ctx.proc.userdata.get("vad"))
+    follow_turns(session, job.post_turn)
     speak_up_on_errors(session, phrases)
     if session.tts is not None:
-        # rendered once per machine and voice, while the person is greeted
-        rendering = asyncio.create_task(phrases.prepare(session.tts), name="phrases")
-        _background.add(rendering)
-        rendering.add_done_callback(_background.discard)
+        phrases.prepare_in_background(session.tts)  # rendered once per machine and voice
     # the job ends with its conversation: the person left, or the session failed for good
     session.on("close", lambda _: ctx.shutdown(reason="session closed"))
     await session.start(
@@ -359,38 +264,33 @@ async def entrypoint(ctx: JobContext) -> None:
         # the memory belongs to this person: nobody else who joins is heard as them
         room_options=room_io.RoomOptions(participant_identity=user_id),
     )
+
     words = await first_words(greeting, deadline_s=settings.greeting_deadline_s)
     if words == GENERIC_GREETING:
         phrases.say(session, "greeting", remember=True)
     else:
         session.say(words)
-    if ctx.is_fake_job():
-        show_agent_words(words)
+    if in_console:
+        show_agent_words(words)  # livekit's text console prints only replies to typed words
 
 
-async def wait_for_person(ctx: JobContext, timeout_s: float) -> rtc.RemoteParticipant | None:
-    """The person this job is for: the first one in the room (livekit's own wait has no
-    timeout, and a room nobody joins must not hold a job process forever)."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await ctx.wait_for_participant()
-    except TimeoutError:
-        logger.info("nobody joined room %s within %.0f s; ending the job", ctx.room.name, timeout_s)
-        return None
-
-
-async def first_words(greeting: asyncio.Task[str], *, deadline_s: float) -> str:
-    """The personal greeting, or the generic one if it is not ready within the deadline:
-    a stalled model must not keep the person waiting for the first words."""
-    try:
-        async with asyncio.timeout(deadline_s):
-            return await asyncio.shield(greeting)
-    except TimeoutError:
-        logger.warning("the greeting took over %.1f s; greeting generically", deadline_s)
-        return GENERIC_GREETING
-    except Exception as exc:  # no greeting is worth a silent start
-        logger.warning("could not compose a greeting: %s", redact(str(exc)))
-        return GENERIC_GREETING
+async def prepare_assistant(
+    memory: MemoryService, user_id: str, *, phrases: Phrases | None = None
+) -> Assistant:
+    """An Assistant that knows the user's memories, if the store answers within budget;
+    otherwise it starts without them and adds them when they arrive."""
+    settings = memory.settings
+    budget_s = settings.memory_recall_budget_ms / 1000
+    memories, late = await recall_within_budget(memory, user_id, budget_s)
+    acknowledgement = Acknowledgement(
+        after_s=settings.ack_after_s,
+        text=PHRASES["one_moment"],
+        audio=lambda: phrases.frames("one_moment") if phrases else None,
+    )
+    assistant = Assistant(memories=memories or (), acknowledgement=acknowledgement)
+    if memories is None:
+        assistant.add_memories_when_loaded(late)
+    return assistant
 
 
 def build_server(settings: Settings, command: str = "start") -> AgentServer:
@@ -417,15 +317,6 @@ def build_server(settings: Settings, command: str = "start") -> AgentServer:
     return server
 
 
-def portaudio_installed() -> bool:
-    """livekit's console imports sounddevice, which cannot load without PortAudio."""
-    try:
-        import sounddevice  # noqa: F401
-    except OSError:
-        return False
-    return True
-
-
 def main(argv: list[str]) -> int:
     # the .env of the directory the agent is started from
     load_dotenv(find_dotenv(usecwd=True))
@@ -446,7 +337,7 @@ def main(argv: list[str]) -> int:
         print(f"agent.py: {exc}", file=sys.stderr)
         return 2
     if command == "memory":
-        return memory_cli.run(argv[argv.index("memory") + 1 :], settings)
+        return run_memory_command(argv[argv.index("memory") + 1 :], settings)
     if uses_google(settings):
         import_plugin()  # on the main thread, before livekit forks its job processes
     if command == "console" and not portaudio_installed():

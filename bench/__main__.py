@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import shutil
 import subprocess
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import local, network, voice
+from .provenance import stamp
 from .readme import replace_section
 from .report import chart, table
 from .rig import start_rig
@@ -33,7 +33,7 @@ def postgres() -> Iterator[str]:
     if given:
         yield given
         return
-    from tests.support.postgres import PostgresServer
+    from testbed.postgres import PostgresServer
 
     with PostgresServer() as server:
         yield server.dsn
@@ -68,42 +68,6 @@ def redis() -> Iterator[str | None]:
         processes.stop(server)
 
 
-OUTPUTS = (":!README.md", ":!bench/*.json", ":!bench/*.png", ":!docs/*.png")
-
-
-def commit() -> str:
-    """The commit measured, marked dirty when the tree has uncommitted changes."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-        # the benchmarks' own outputs (results files, the README's tables) are not code
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *OUTPUTS],
-            cwd=root,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
-    return f"{head}{'-dirty' if dirty else ''}" or "unknown"
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--rtt-ms", type=float, default=20.0, help="round-trip time to inject")
@@ -116,12 +80,7 @@ def main() -> None:
     started = time.perf_counter()
     rig = start_rig(args.rtt_ms)
     try:
-        results: dict[str, Any] = {
-            "commit": commit(),
-            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": machine(),
-            "rtt_ms": args.rtt_ms,
-        }
+        results: dict[str, Any] = {**stamp(), "rtt_ms": args.rtt_ms}
         results["pooled_vs_fresh"] = asyncio.run(network.pooled_vs_fresh(rig, 5 if quick else 30))
         results["warm_first_request"] = asyncio.run(
             network.warm_first_request(rig, 3 if quick else 9)

@@ -26,9 +26,9 @@ from typing import Any
 import trustme
 from aiohttp import web
 
-from tests.support.openai_server import OpenAIServer
-from tests.support.tcp_proxy import TcpProxy
-from tests.support.threaded import LoopThread
+from testbed.openai_server import OpenAIServer
+from testbed.tcp_proxy import TcpProxy
+from testbed.threaded import LoopThread
 
 
 def serve(

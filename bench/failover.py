@@ -25,15 +25,14 @@ from typing import Any
 
 import asyncpg
 
-from bench.__main__ import commit, machine
+from bench.provenance import stamp, stamp_line
 from bench.readme import replace_section
-from pool import Settings, get_pool
-from tests.conftest import migrate
-from tests.support.postgres import PostgresServer
-from tests.support.redis_sentinel import MASTER_NAME, RedisSentinelCluster
-from tools.greeting import greeting_for
-from tools.memory import Memory
-from tools.stores import open_memory_service
+from pool import get_pool
+from testbed.postgres import PostgresServer
+from testbed.redis_sentinel import MASTER_NAME, RedisSentinelCluster
+from tools.conversation import greeting_for
+from tools.memory import Memory, apply_migration, open_memory_service
+from tools.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 SAVES = 1000
@@ -45,7 +44,7 @@ def base_settings(workdir: Path) -> Settings:
     return Settings(
         openai_api_key="sk-bench-not-a-real-key",
         openai_base_url="http://127.0.0.1:9/v1",  # never reached: no LLM call is made
-        memory_sqlite_path=str(workdir / "memory.db"),
+        sqlite_path=str(workdir / "memory.db"),
         memory_outbox_path=str(workdir / "outbox.db"),
         health_tick_s=3600,
     )
@@ -55,17 +54,20 @@ async def postgres_failover(workdir: Path) -> dict[str, Any]:
     primary = PostgresServer(options={"synchronous_commit": "on", "fsync": "on"}).start()
     replica: PostgresServer | None = None
     try:
-        await migrate(primary.dsn)
+        conn = await asyncpg.connect(primary.dsn)
+        try:
+            await apply_migration(conn)
+        finally:
+            await conn.close()
         replica = PostgresServer.replica_of(primary).start()
         conn = await asyncpg.connect(primary.dsn)
         await conn.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
         await conn.execute("SELECT pg_reload_conf()")
         await conn.close()
         hosts = f"postgresql://postgres@127.0.0.1:{primary.port},127.0.0.1:{replica.port}/postgres"
-        pool = get_pool(
-            replace(base_settings(workdir), memory_backend="postgres", database_url=hosts)
-        )
-        memory = await open_memory_service(pool)
+        settings = replace(base_settings(workdir), memory_backend="postgres", database_url=hosts)
+        pool = get_pool(settings)
+        memory = await open_memory_service(pool, settings)
         assert memory.outbox is not None
         lost_at = first_direct = drained = 0.0
         queued = 0
@@ -120,7 +122,7 @@ async def postgres_failover(workdir: Path) -> dict[str, Any]:
 
 
 async def redis_failover(workdir: Path) -> dict[str, Any]:
-    from tests.support.openai_server import OpenAIServer
+    from testbed.openai_server import OpenAIServer
 
     cluster = RedisSentinelCluster()
     server = OpenAIServer()  # the greeting's source, while the cache is away
@@ -132,7 +134,7 @@ async def redis_failover(workdir: Path) -> dict[str, Any]:
             openai_base_url=server.base_url,
             redis_sentinels=cluster.sentinels,
             redis_sentinel_master=MASTER_NAME,
-            greeting_cache_size=1,  # lookups reach the shared layer
+            cache_max_entries=1,  # lookups reach the shared layer
         )
         pool = get_pool(settings)
         now = time.time()
@@ -149,7 +151,7 @@ async def redis_failover(workdir: Path) -> dict[str, Any]:
                     hits_at_loss = pool.cache.hits_shared
                 user = users[lookups % len(users)]
                 try:
-                    await greeting_for(pool, user, memories[user])
+                    await greeting_for(pool, user, memories[user], model=settings.llm_model)
                 except Exception:
                     failed += 1
                 lookups += 1
@@ -175,9 +177,7 @@ async def main_async() -> dict[str, Any]:
     (workdir / "pg").mkdir()
     (workdir / "redis").mkdir()
     return {
-        "commit": commit(),
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine(),
+        **stamp(),
         "postgres": await postgres_failover(workdir / "pg"),
         "redis": await redis_failover(workdir / "redis"),
     }
@@ -187,7 +187,7 @@ def table(r: dict[str, Any]) -> str:
     pg, rd = r["postgres"], r["redis"]
     return "\n".join(
         [
-            f"commit {r['commit']}, {r['measured_at']}; {r['machine']}",
+            f"{stamp_line(r)}",
             "",
             "| failover | measured |",
             "|---|---|",

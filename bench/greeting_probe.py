@@ -11,16 +11,17 @@ import json
 import sys
 import time
 
-from pool import Settings, get_pool
-from tools.greeting import greeting_for
+from pool import get_pool
+from tools.conversation import greeting_for
 from tools.memory import Memory
+from tools.settings import Settings
 
 
 async def probe(config: dict[str, str | None]) -> dict[str, object]:
     settings = Settings(
         openai_api_key="sk-bench-not-a-real-key",
         openai_base_url=config["base_url"],
-        memory_sqlite_path=str(config["sqlite"]),
+        sqlite_path=str(config["sqlite"]),
         memory_outbox_path=str(config["sqlite"]) + ".outbox",
         redis_url=config.get("redis"),
         health_tick_s=3600,
@@ -31,7 +32,7 @@ async def probe(config: dict[str, str | None]) -> dict[str, object]:
     try:
         await pool.warm()  # as a job does at its start, before the person is greeted
         started = time.perf_counter()
-        greeting = await greeting_for(pool, str(config["user"]), memories)
+        greeting = await greeting_for(pool, str(config["user"]), memories, model=settings.llm_model)
         elapsed = time.perf_counter() - started
         cache = pool.cache
         return {

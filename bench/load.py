@@ -34,13 +34,13 @@ from typing import Any
 
 import psutil
 
-from bench.__main__ import commit, machine
 from bench.ai_endpoint import AIEndpoint
+from bench.provenance import stamp, stamp_line
 from bench.readme import replace_section
 from room.livekit_server import LiveKitServer, ensure_binary
-from tests.support.audio_io import speak_to_frames
-from tests.support.person import Person
-from tests.support.worker import Worker
+from testbed.audio_io import speak_to_frames
+from testbed.person import Person
+from testbed.worker import Worker
 
 HERE = Path(__file__).resolve().parent
 # a provider's time to first byte, per endpoint
@@ -244,9 +244,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-load-"))
     speech = [speak_to_frames(text, workdir) for text in SENTENCES]
     results: dict[str, Any] = {
-        "commit": commit(),
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine(),
+        **stamp(),
         "rtt_ms": args.rtt_ms,
         "provider_delays_ms": {path: round(s * 1000) for path, s in DELAYS.items()},
         "turns_per_person": turns,
@@ -279,7 +277,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def table(results: dict[str, Any]) -> str:
     delays = ", ".join(f"{p} {d} ms" for p, d in results["provider_delays_ms"].items())
     lines = [
-        f"commit {results['commit']}, {results['measured_at']}; {results['machine']}; "
+        f"{stamp_line(results)}; "
         f"RTT {results['rtt_ms']:g} ms; provider delays {delays}; "
         f"{results['turns_per_person']} turns per person",
         "",

@@ -15,10 +15,10 @@ from typing import Any
 
 import asyncpg
 
-from pool import Settings, get_pool
-from tools.greeting import greeting_for
-from tools.memory import Memory
-from tools.stores import open_memory_service
+from pool import get_pool
+from tools.conversation import greeting_for
+from tools.memory import Memory, open_memory_service
+from tools.settings import Settings
 
 from .rig import Rig
 
@@ -63,7 +63,7 @@ async def greeting_cache(
         if layer == "redis" and redis is None:
             continue
         settings = replace(
-            rig.settings, memory_sqlite_path=str(rig.workdir / "greetings.db"), redis_url=redis
+            rig.settings, sqlite_path=str(rig.workdir / "greetings.db"), redis_url=redis
         )
         pool = get_pool(settings)
         now = time.time()
@@ -73,14 +73,14 @@ async def greeting_cache(
             await pool.warm()
             before = llm_calls()
             started = time.perf_counter()
-            await greeting_for(pool, user, memories)
+            await greeting_for(pool, user, memories, model=settings.llm_model)
             miss = time.perf_counter() - started
             miss_calls = llm_calls() - before
             before = llm_calls()
             timings = []
             for _ in range(hits):
                 started_ns = time.perf_counter_ns()
-                await greeting_for(pool, user, memories)
+                await greeting_for(pool, user, memories, model=settings.llm_model)
                 timings.append(time.perf_counter_ns() - started_ns)
             hit_calls = llm_calls() - before
 
@@ -88,7 +88,10 @@ async def greeting_cache(
             crowd_memories = [Memory(crowd, "FACT", "name", "Ada", now, now)]
             before = llm_calls()
             await asyncio.gather(
-                *(greeting_for(pool, crowd, crowd_memories) for _ in range(concurrent))
+                *(
+                    greeting_for(pool, crowd, crowd_memories, model=settings.llm_model)
+                    for _ in range(concurrent)
+                )
             )
             crowd_calls = llm_calls() - before
         finally:
@@ -112,7 +115,7 @@ async def greeting_cache(
 
 async def _memory_batch(settings: Settings, backend: str, n: int) -> dict[str, Any]:
     pool = get_pool(settings)
-    memory = await open_memory_service(pool)
+    memory = await open_memory_service(pool, settings)
     try:
         await memory.recall("warm-up")  # the store is open before timing
         started = time.perf_counter()

@@ -10,8 +10,8 @@ from typing import Any
 
 import openai
 
-from pool import ConnectionPool, Settings, get_pool
-from tools.parallel import parallel_ai_calls
+from pool import ConnectionPool, get_pool
+from tools.conversation import parallel_ai_calls
 
 from .ai_endpoint import AIEndpoint
 from .rig import Rig
@@ -141,10 +141,6 @@ async def connection_reuse(rig: Rig, requests: int) -> dict[str, int]:
     finally:
         await pool.aclose()
     return {"requests": requests, "connections_opened": rig.server.connections - before}
-
-
-def with_settings(settings: Settings, **changes: Any) -> Settings:
-    return replace(settings, **changes)
 
 
 async def pool_overhead(rig: Rig, n: int) -> dict[str, float]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .provenance import stamp_line
+
 
 def rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     out = []
@@ -113,8 +115,7 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def table(r: dict[str, Any]) -> str:
     lines = [
-        f"commit {r.get('commit', '?')}, {r.get('measured_at', '?')}; machine: {r['machine']}; "
-        f"injected RTT {r['rtt_ms']} ms; run took {r.get('elapsed_s', '?')} s",
+        f"{stamp_line(r)}; injected RTT {r['rtt_ms']} ms; run took {r.get('elapsed_s', '?')} s",
         "",
         "| figure | measured | limit |",
         "|---|---|---|",

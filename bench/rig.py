@@ -12,9 +12,9 @@ from pathlib import Path
 
 import trustme
 
-from pool import Settings
-from tests.support.openai_server import OpenAIServer
-from tests.support.tcp_proxy import TcpProxy
+from testbed.openai_server import OpenAIServer
+from testbed.tcp_proxy import TcpProxy
+from tools.settings import Settings
 
 
 @dataclass
@@ -55,7 +55,7 @@ def start_rig(rtt_ms: float) -> Rig:
     direct = Settings(
         openai_api_key="sk-bench-not-a-real-key",
         openai_base_url=server.base_url,
-        memory_sqlite_path=str(workdir / "memory.db"),
+        sqlite_path=str(workdir / "memory.db"),
         memory_outbox_path=str(workdir / "outbox.db"),
         health_tick_s=3600,
     )

@@ -8,8 +8,9 @@ import sys
 
 import psutil
 
-from pool import Settings, get_pool
-from tools.stores import memory_spec, memory_store
+from pool import get_pool
+from tools.memory import memory_spec, memory_store
+from tools.settings import Settings
 
 
 async def main(config: dict[str, str]) -> None:
@@ -17,7 +18,7 @@ async def main(config: dict[str, str]) -> None:
     settings = Settings(
         openai_api_key="sk-bench-not-a-real-key",
         openai_base_url=config["base_url"],
-        memory_sqlite_path=config["sqlite"],
+        sqlite_path=config["sqlite"],
         health_tick_s=3600,
     )
     await asyncio.sleep(0)
@@ -30,7 +31,7 @@ async def main(config: dict[str, str]) -> None:
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=8
     )
     await pool.http()
-    await (await memory_store(pool)).recall("rss-user")
+    await (await memory_store(pool, settings)).recall("rss-user")
     after = process.memory_info().rss
     await pool.aclose()
     print(json.dumps({"pool_rss_mb": round((after - before) / 2**20, 2)}))

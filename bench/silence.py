@@ -28,14 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.__main__ import commit, machine
+from bench.provenance import stamp, stamp_line
 from bench.readme import replace_section
 from room.livekit_server import LiveKitServer, ensure_binary
-from tests.support.audio_io import speak_to_frames
-from tests.support.openai_server import Fault, OpenAIServer, Rule
-from tests.support.person import Person
-from tests.support.worker import Worker, room_env
-from tools.phrases import PHRASES
+from testbed.audio_io import speak_to_frames
+from testbed.openai_server import Fault, OpenAIServer, Rule
+from testbed.person import Person
+from testbed.worker import Worker, room_env
+from tools.conversation import PHRASES
 
 HEARD_WITHIN_S = 2.0
 GIVE_UP_S = 15.0  # a turn still silent after this counts as silent for this long
@@ -160,9 +160,7 @@ async def main_async(out: Path, quick: bool) -> dict[str, Any]:
     turns = 2 if quick else 4
     workdir = Path(tempfile.mkdtemp(prefix="bench-silence-"))
     results: dict[str, Any] = {
-        "commit": commit(),
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine(),
+        **stamp(),
         "heard_within_s": HEARD_WITHIN_S,
         "give_up_s": GIVE_UP_S,
         "cases": {},
@@ -187,7 +185,7 @@ async def main_async(out: Path, quick: bool) -> dict[str, Any]:
 
 def table(results: dict[str, Any]) -> str:
     lines = [
-        f"commit {results['commit']}, {results['measured_at']}; {results['machine']}",
+        f"{stamp_line(results)}",
         "",
         "| case | turns | heard within 2 s | longest silence | median wait |",
         "|---|---|---|---|---|",

@@ -13,10 +13,10 @@ from livekit.agents import AgentSession
 from livekit.plugins import openai as openai_plugin
 from livekit.plugins import silero
 
-from agent import Assistant, build_session
+from agent import Assistant
 from pool import get_pool
-from tests.support.audio_io import CapturedAudio, SpeechInput, speak_to_frames
-from tools.session import SessionData
+from testbed.audio_io import CapturedAudio, SpeechInput, speak_to_frames
+from tools.conversation import SessionData, build_session
 
 from .rig import Rig
 
@@ -58,7 +58,7 @@ async def voice_turn(rig: Rig, reps: int) -> dict[str, float]:
         try:
             await pool.warm()
             userdata = SessionData(pool=pool, settings=settings, user_id="bench")
-            return await _turn(await build_session(pool, userdata, vad), rig, frames)
+            return await _turn(await build_session(pool, settings, userdata, vad), rig, frames)
         finally:
             await pool.aclose()
 

@@ -12,184 +12,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 from cachetools import TTLCache
-from redis.asyncio.sentinel import Sentinel
 
+from .cache_layers import SharedLayer
 from .errors import CircuitOpenError
-from .meter import Meter
 from .redact import redact
-from .resources import ResourceSpec
-from .sqlite_file import SqliteFile
 
-logger = logging.getLogger("pool.cache")
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class SharedLayer(Protocol):
-    name: str
-
-    async def get(self, key: str) -> str | None: ...
-
-    async def set(self, key: str, value: str, ttl_s: float) -> None: ...
-
-    async def delete(self, key: str) -> None: ...
-
-
-class SqliteLayer:
-    """A ``cache`` table in a SQLite file every process of the machine opens."""
-
-    name = "sqlite-cache"
-
-    def __init__(self, file: SqliteFile, meter: Meter) -> None:
-        self.file = file
-        self.meter = meter
-
-    @classmethod
-    async def open(cls, path: str, meter: Meter) -> SqliteLayer:
-        file = await SqliteFile.open(path)
-        async with file.transaction() as db:
-            await db.execute(
-                "CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
-                "expires_at REAL NOT NULL)"
-            )
-        return cls(file, meter)
-
-    async def get(self, key: str) -> str | None:
-        async with (
-            self.meter.guard(),
-            self.file.reading() as db,
-            db.execute(
-                "SELECT value FROM cache WHERE key = ? AND expires_at > ?", (key, time.time())
-            ) as cursor,
-        ):
-            row = await cursor.fetchone()
-        return str(row[0]) if row else None
-
-    async def set(self, key: str, value: str, ttl_s: float) -> None:
-        async with self.meter.guard(), self.file.transaction() as db:
-            await db.execute(
-                "INSERT INTO cache (key, value, expires_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
-                "expires_at = excluded.expires_at",
-                (key, value, time.time() + ttl_s),
-            )
-            # expired rows go on the writer's time, never a reader's
-            await db.execute("DELETE FROM cache WHERE expires_at <= ?", (time.time(),))
-
-    async def delete(self, key: str) -> None:
-        async with self.meter.guard(), self.file.transaction() as db:
-            await db.execute("DELETE FROM cache WHERE key = ?", (key,))
-
-    async def aclose(self) -> None:
-        await self.file.aclose()
-
-
-class RedisLayer:
-    """Redis keys with a TTL (``SET ... PX``): shared by every machine."""
-
-    name = "redis"
-
-    def __init__(
-        self,
-        client: aioredis.Redis,
-        meter: Meter,
-        prefix: str = "agent:cache:",
-        *,
-        sentinel: Sentinel | None = None,
-    ) -> None:
-        self.client = client
-        self.meter = meter
-        self.prefix = prefix
-        self.sentinel = sentinel
-
-    async def get(self, key: str) -> str | None:
-        async with self.meter.guard():
-            value = await self.client.get(self.prefix + key)
-        return value.decode() if isinstance(value, bytes) else value
-
-    async def set(self, key: str, value: str, ttl_s: float) -> None:
-        async with self.meter.guard():
-            await self.client.set(self.prefix + key, value, px=max(1, int(ttl_s * 1000)))
-
-    async def delete(self, key: str) -> None:
-        async with self.meter.guard():
-            await self.client.delete(self.prefix + key)
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
-        if self.sentinel is not None:
-            for client in self.sentinel.sentinels:
-                await client.aclose()
-
-
-def sqlite_layer_spec(path: str) -> ResourceSpec[SqliteLayer]:
-    async def open_layer(meter: Meter) -> SqliteLayer:
-        return await SqliteLayer.open(path, meter)
-
-    async def close(layer: SqliteLayer) -> None:
-        await layer.aclose()
-
-    async def probe(layer: SqliteLayer) -> None:
-        await layer.get("probe")
-
-    return ResourceSpec(
-        "sqlite-cache", open_layer, close, probe, breaker_reset_s=CACHE_BREAKER_RESET_S
-    )
-
-
-# a trial call every few seconds: while Redis is skipped each lookup costs a recompute
-CACHE_BREAKER_RESET_S = 5.0
-
-
-def redis_layer_spec(url: str) -> ResourceSpec[RedisLayer]:
-    async def open_layer(meter: Meter) -> RedisLayer:
-        client = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-        return RedisLayer(client, meter)
-
-    async def close(layer: RedisLayer) -> None:
-        await layer.aclose()
-
-    async def probe(layer: RedisLayer) -> None:
-        await layer.client.ping()
-
-    return ResourceSpec("redis", open_layer, close, probe, breaker_reset_s=CACHE_BREAKER_RESET_S)
-
-
-def redis_sentinel_layer_spec(
-    sentinels: Sequence[tuple[str, int]],
-    master: str,
-    *,
-    password: str | None = None,
-    sentinel_password: str | None = None,
-) -> ResourceSpec[RedisLayer]:
-    """Redis behind Sentinel: the client asks the sentinels where the master is, and asks
-    again when its connection to the master fails (a failover)."""
-
-    async def open_layer(meter: Meter) -> RedisLayer:
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            list(sentinels),
-            socket_timeout=0.5,
-            socket_connect_timeout=0.5,
-            sentinel_kwargs={"password": sentinel_password, "socket_timeout": 0.5},
-        )
-        client = sentinel.master_for(
-            master, socket_timeout=1.0, socket_connect_timeout=1.0, password=password
-        )
-        return RedisLayer(client, meter, sentinel=sentinel)
-
-    async def close(layer: RedisLayer) -> None:
-        await layer.aclose()
-
-    async def probe(layer: RedisLayer) -> None:
-        await layer.client.ping()
-
-    return ResourceSpec("redis", open_layer, close, probe, breaker_reset_s=CACHE_BREAKER_RESET_S)
 
 
 def _log_layer_error(action: str, layer: str, exc: Exception) -> None:

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
+from .aio import cancel_and_wait
 from .redact import redact
-from .settings import Settings
+from .settings import PoolSettings
+from .stats import ClientState, PoolStats
 
-logger = logging.getLogger("pool.health")
+logger = logging.getLogger(__name__)
 
 
 class Healable(Protocol):
     """What the loop needs of a pool: its state, a probe and a heal per resource."""
 
-    settings: Settings
+    settings: PoolSettings
 
     @property
     def closed(self) -> bool: ...
@@ -25,7 +26,7 @@ class Healable(Protocol):
     @property
     def resource_names(self) -> list[str]: ...
 
-    def stats(self) -> dict[str, Any]: ...
+    def stats(self) -> PoolStats: ...
 
     def was_used(self, name: str) -> bool: ...
 
@@ -42,9 +43,6 @@ class HealthLoop:
     def __init__(self, pool: Healable) -> None:
         self.pool = pool
         self.task: asyncio.Task[None] | None = None
-        self.ticks = 0
-        self.probes = 0
-        self.healed = 0
         self._last_failures: dict[str, int] = {}
 
     def start(self) -> None:
@@ -53,10 +51,7 @@ class HealthLoop:
 
     async def stop(self) -> None:
         task, self.task = self.task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait([task])
 
     async def _run(self) -> None:
         settings = self.pool.settings
@@ -75,26 +70,23 @@ class HealthLoop:
 
     async def tick(self) -> None:
         """Cheap: no network. Heal clients that were closed, log new errors."""
-        self.ticks += 1
-        stats = self.pool.stats()["resources"]
-        for name, entry in stats.items():
-            if entry["client"] == "broken":
-                self.healed += int(await self.pool.heal(name))
-            new_failures = entry["failures"] - self._last_failures.get(name, 0)
-            self._last_failures[name] = entry["failures"]
+        for name, entry in self.pool.stats().resources.items():
+            if entry.client is ClientState.BROKEN:
+                await self.pool.heal(name)
+            new_failures = entry.counts.failures - self._last_failures.get(name, 0)
+            self._last_failures[name] = entry.counts.failures
             if new_failures:
                 logger.warning(
                     "%s: %d failed calls since the last tick (health %s, breaker %s): %s",
                     name,
                     new_failures,
-                    entry["health"],
-                    entry["breaker"],
-                    entry["last_error"],
+                    entry.health,
+                    entry.breaker,
+                    entry.last_error,
                 )
 
     async def probe_all(self) -> dict[str, str]:
         """One real request per open client; a client that fails it is rebuilt."""
-        self.probes += 1
         results: dict[str, str] = {}
         for name in self.pool.resource_names:
             # a client never asked for stays unopened; one that was dropped is rebuilt here,
@@ -107,5 +99,5 @@ class HealthLoop:
             except Exception as exc:
                 results[name] = redact(f"{type(exc).__name__}: {exc}")[:200]
                 logger.warning("%s failed its health probe; rebuilding: %s", name, results[name])
-                self.healed += int(await self.pool.heal(name))
+                await self.pool.heal(name)
         return results

@@ -57,7 +57,7 @@ class Meter:
         try:
             self.breaker.before_call()
         except CircuitOpenError:
-            self.metrics.rejected += 1
+            self.metrics.counts.rejected += 1
             prometheus.REJECTED.labels(self.name).inc()
             raise
         prometheus.observe_breaker(self.name, self.breaker.state)
@@ -104,7 +104,7 @@ class Meter:
 
     def cancelled(self) -> None:
         """The caller gave up on a call: counted apart, never against the resource."""
-        self.metrics.cancelled += 1
+        self.metrics.counts.cancelled += 1
         self.breaker.on_cancel()
 
     def record_connection(self, *, reused: bool) -> None:
@@ -112,7 +112,7 @@ class Meter:
         prometheus.CONNECTIONS.labels(self.name, "reused" if reused else "opened").inc()
 
     def on_retry(self, error: BaseException, delay_s: float) -> None:
-        self.metrics.retries += 1
+        self.metrics.counts.retries += 1
         prometheus.RETRIES.labels(self.name).inc()
 
     @asynccontextmanager

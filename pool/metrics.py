@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .redact import redact
+from .stats import Connections, Counts, Health, Latency
 
-Health = Literal["HEALTHY", "DEGRADED", "FAILED", "UNKNOWN"]
 # "refused": the service answered and said no (a constraint, a permission); it is up
 Outcome = Literal["success", "failure", "timeout", "refused"]
 
@@ -29,18 +29,7 @@ class ResourceMetrics:
     window_s: float = 300.0
     slow_call_s: float = 2.0
     created_at: float = field(default_factory=time.time)
-    requests: int = 0
-    successes: int = 0
-    failures: int = 0
-    timeouts: int = 0
-    slow_calls: int = 0
-    rejected: int = 0  # refused by an open breaker, no request made
-    stream_failures: int = 0  # began fine, then failed while streaming
-    stalls: int = 0  # answered, but missed its first-token deadline
-    retries: int = 0
-    # the caller gave up (an interrupted reply, a deadline): neither success nor failure
-    cancelled: int = 0
-    refused: int = 0  # answered with a refusal of this request: the service is up
+    counts: Counts = field(default_factory=Counts)
     connections_opened: int = 0
     connections_reused: int = 0
     last_request_at: float | None = None
@@ -56,21 +45,21 @@ class ResourceMetrics:
         self, outcome: Outcome, latency_s: float, error: BaseException | None = None
     ) -> list[Any]:
         """Count one call; returns its window entry, for :meth:`amend_to_failure`."""
-        self.requests += 1
+        self.counts.requests += 1
         self.last_request_at = time.time()
         ok = outcome in ("success", "refused")
         if outcome == "refused":
-            self.refused += 1
+            self.counts.refused += 1
         elif ok:
-            self.successes += 1
+            self.counts.successes += 1
         else:
-            self.failures += 1
+            self.counts.failures += 1
             if outcome == "timeout":
-                self.timeouts += 1
+                self.counts.timeouts += 1
             if error is not None:
                 self.last_error = redact(f"{type(error).__name__}: {error}")[:300]
         if latency_s >= self.slow_call_s:
-            self.slow_calls += 1
+            self.counts.slow_calls += 1
         self._latency_min = min(self._latency_min, latency_s)
         self._latency_max = max(self._latency_max, latency_s)
         self._latency_sum += latency_s
@@ -86,17 +75,17 @@ class ResourceMetrics:
         if not entry[1]:
             return
         entry[1] = False
-        self.successes -= 1
-        self.failures += 1
-        self.stream_failures += 1
+        self.counts.successes -= 1
+        self.counts.failures += 1
+        self.counts.stream_failures += 1
         if outcome == "timeout":
-            self.timeouts += 1
+            self.counts.timeouts += 1
         if error is not None:
             self.last_error = redact(f"{type(error).__name__}: {error}")[:300]
 
     def record_stall(self, error: BaseException) -> None:
         """The resource answered but too slowly to be used: a failure for its health."""
-        self.stalls += 1
+        self.counts.stalls += 1
         self.last_error = redact(f"{type(error).__name__}: {error}")[:300]
         self._recent.append([time.monotonic(), False])
 
@@ -121,51 +110,31 @@ class ResourceMetrics:
         rate = self.window_success_rate()
         if rate is None:
             # idle: judged by nothing recent; UNKNOWN only before any traffic at all
-            return "UNKNOWN" if self.requests == 0 else "HEALTHY"
+            return "UNKNOWN" if self.counts.requests == 0 else "HEALTHY"
         if rate >= HEALTHY_AT:
             return "HEALTHY"
         if rate >= DEGRADED_AT:
             return "DEGRADED"
         return "FAILED"
 
-    def latency_ms(self) -> dict[str, float] | None:
+    def latency_ms(self) -> Latency | None:
         if not self._latencies:
             return None
         ordered = sorted(self._latencies)
         p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
-        return {
-            "min": round(self._latency_min * 1000, 1),
-            "avg": round(self._latency_sum / self.requests * 1000, 1),
-            "max": round(self._latency_max * 1000, 1),
-            "p95": round(p95 * 1000, 1),
-        }
+        return Latency(
+            min=round(self._latency_min * 1000, 1),
+            avg=round(self._latency_sum / self.counts.requests * 1000, 1),
+            max=round(self._latency_max * 1000, 1),
+            p95=round(p95 * 1000, 1),
+        )
 
-    def snapshot(self) -> dict[str, object]:
-        rate = self.successes / self.requests if self.requests else None
-        return {
-            "requests": self.requests,
-            "successes": self.successes,
-            "failures": self.failures,
-            "timeouts": self.timeouts,
-            "slow_calls": self.slow_calls,
-            "rejected": self.rejected,
-            "stream_failures": self.stream_failures,
-            "stalls": self.stalls,
-            "retries": self.retries,
-            "cancelled": self.cancelled,
-            "refused": self.refused,
-            "success_rate": None if rate is None else round(rate, 3),
-            "latency_ms": self.latency_ms(),
-            "connections": {
-                "opened": self.connections_opened,
-                "reused": self.connections_reused,
-            },
-            "last_request_at": _iso(self.last_request_at),
-            "last_error": self.last_error,
-        }
+    @property
+    def success_rate(self) -> float | None:
+        return (
+            round(self.counts.successes / self.counts.requests, 3) if self.counts.requests else None
+        )
 
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    @property
+    def connections(self) -> Connections:
+        return Connections(opened=self.connections_opened, reused=self.connections_reused)

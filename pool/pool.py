@@ -15,26 +15,19 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import aiohttp
 import httpx2
 from openai import AsyncOpenAI, OpenAI
 
-from . import prometheus
-from .cache import (
-    Cache,
-    SharedLayer,
-    redis_layer_spec,
-    redis_sentinel_layer_spec,
-    sqlite_layer_spec,
-)
+from .cache import Cache
+from .cache_layers import SharedLayer, shared_layer_spec
 from .errors import PoolClosedError, UnknownResourceError, WrongLoopError
 from .health import HealthLoop
 from .meter import Meter
-from .metrics import ResourceMetrics
 from .redact import redact
-from .resilience import CircuitBreaker, RetryBudget, RetryPolicy
+from .resilience import RetryPolicy
 from .resources import (
     PLACEHOLDER_KEY,
     ResourceSpec,
@@ -43,66 +36,25 @@ from .resources import (
     openai_spec,
     openai_timeout,
 )
-from .settings import Settings
+from .settings import PoolSettings
+from .slot import Slot
+from .stats import PoolState, PoolStats
 from .transport import MeteredSyncTransport
 
-logger = logging.getLogger("pool")
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-PoolState = Literal["open", "closed"]
-
-
-class _Slot:
-    """One registered resource: its spec, meter and (once created) its client."""
-
-    def __init__(self, spec: ResourceSpec[Any], settings: Settings) -> None:
-        self.spec = spec
-        if spec.breaker_reset_s is not None:
-            settings = replace(settings, breaker_reset_s=spec.breaker_reset_s)
-        self.meter = _meter(spec.name, settings)
-        self.client: Any = None
-        self.created_at: float | None = None
-        self.lock = asyncio.Lock()
-        self.rebuilds = 0
-        self.resets = 0
-
-    def usable(self) -> bool:
-        return self.client is not None and not self.spec.is_closed(self.client)
-
-    def meters(self) -> list[Meter]:
-        """The client's meter, then one per capability it served (``openai.llm``)."""
-        return [self.meter, *self.meter.children.values()]
-
-
-def _meter(name: str, settings: Settings) -> Meter:
-    return Meter(
-        ResourceMetrics(name, window_s=settings.health_window_s, slow_call_s=settings.slow_call_s),
-        CircuitBreaker(
-            name,
-            failure_threshold=settings.breaker_failure_threshold,
-            reset_timeout_s=settings.breaker_reset_s,
-            failure_rate=settings.breaker_failure_rate,
-            window=settings.breaker_window,
-            min_calls=settings.breaker_min_calls,
-        ),
-        slow_call_is_failure=settings.slow_call_is_failure,
-        retry_budget=RetryBudget(
-            settings.retry_budget_ratio,
-            on_denied=prometheus.RETRIES_DENIED.labels(name).inc,
-        ),
-        make_child=lambda child: _meter(child, settings),
-    )
 
 
 class ConnectionPool:
     """Lazily created, cached clients for one event loop, with metrics and health."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: PoolSettings) -> None:
         self.settings = settings
         self.created_at = time.time()
         self._state: PoolState = "open"
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._slots: dict[str, _Slot] = {}
+        self._slots: dict[str, Slot] = {}
         self._opened: list[str] = []  # creation order, for closing in reverse
         self._sync_openai: OpenAI | None = None
         self._sync_lock = threading.Lock()
@@ -119,7 +71,7 @@ class ConnectionPool:
     def register(self, spec: ResourceSpec[Any]) -> None:
         """Make a kind of client known to the pool, so warm(), stats() and aclose() cover it."""
         if spec.name not in self._slots:
-            self._slots[spec.name] = _Slot(spec, self.settings)
+            self._slots[spec.name] = Slot(spec, self.settings)
 
     async def acquire(self, spec: ResourceSpec[T]) -> T:
         """The cached client for ``spec``, created on first use or after it broke."""
@@ -149,29 +101,14 @@ class ConnectionPool:
         return await self.acquire(self.http_spec)
 
     def _build_cache(self) -> Cache:
-        """Redis across machines when configured, else a table in the SQLite memory file."""
-        settings = self.settings
-        layer: ResourceSpec[Any]
-        if settings.redis_sentinels:
-            assert settings.redis_sentinel_master is not None
-            layer = redis_sentinel_layer_spec(
-                settings.redis_sentinels,
-                settings.redis_sentinel_master,
-                password=settings.redis_password,
-                sentinel_password=settings.redis_sentinel_password,
-            )
-        elif settings.redis_url:
-            layer = redis_layer_spec(settings.redis_url)
-        else:
-            layer = sqlite_layer_spec(settings.memory_sqlite_path)
+        layer = shared_layer_spec(self.settings)
         self.register(layer)
 
         async def shared() -> SharedLayer:
             return cast(SharedLayer, await self.acquire(layer))
 
-        return Cache(
-            shared, ttl_s=settings.greeting_ttl_s, max_entries=settings.greeting_cache_size
-        )
+        settings = self.settings
+        return Cache(shared, ttl_s=settings.cache_ttl_s, max_entries=settings.cache_max_entries)
 
     def openai_sync(self) -> OpenAI:
         """A synchronous client for code that cannot await; metered like the async one."""
@@ -233,10 +170,6 @@ class ConnectionPool:
         slot = self._slots.get(name)
         return slot is not None and (slot.client is not None or slot.rebuilds > 0)
 
-    def client_if_open(self, name: str) -> Any:
-        slot = self._slots.get(name)
-        return slot.client if slot is not None and slot.usable() else None
-
     # -- lifecycle -------------------------------------------------------------------
 
     async def warm(self) -> dict[str, str]:
@@ -247,7 +180,7 @@ class ConnectionPool:
         self._check_usable()
         self._health.start()
 
-        async def warm_one(slot: _Slot) -> str:
+        async def warm_one(slot: Slot) -> str:
             started = time.perf_counter()
             try:
                 await self.probe(slot.spec.name)
@@ -347,32 +280,11 @@ class ConnectionPool:
 
     # -- reporting ---------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
-        """A JSON-safe snapshot: per resource its counters, latency, health and breaker."""
-        resources: dict[str, Any] = {}
-        for slot in self._slots.values():
-            client = "open" if slot.usable() else ("broken" if slot.client else "not created")
-            for meter in slot.meters():
-                breaker = meter.breaker.state
-                entry: dict[str, Any] = {
-                    "client": client,
-                    "created_at": _iso(slot.created_at),
-                    "health": meter.metrics.health(breaker_open=breaker == "open"),
-                    "breaker": breaker,
-                    "breaker_opened": meter.breaker.times_opened,
-                    "retries_denied": meter.retry_budget.denied,
-                    "rebuilds": slot.rebuilds,
-                    "resets": slot.resets,
-                    **slot.spec.info,
-                }
-                entry.update(meter.metrics.snapshot())
-                resources[meter.name] = entry
-        return {
-            "state": self._state,
-            "created_at": _iso(self.created_at),
-            "uptime_s": round(time.time() - self.created_at, 1),
-            "resources": resources,
-        }
+    def stats(self) -> PoolStats:
+        """A snapshot: per resource (and per capability) its counters, latency, health and
+        breaker."""
+        resources = {r.name: r for slot in self._slots.values() for r in slot.stats()}
+        return PoolStats(state=self._state, created_at=self.created_at, resources=resources)
 
     # -- internals ---------------------------------------------------------------------
 
@@ -387,7 +299,7 @@ class ConnectionPool:
                 "This pool's clients belong to another event loop; use get_pool() in this loop."
             )
 
-    async def _drop(self, slot: _Slot) -> None:
+    async def _drop(self, slot: Slot) -> None:
         client, slot.client, slot.created_at = slot.client, None, None
         if slot.spec.name in self._opened:
             self._opened.remove(slot.spec.name)
@@ -395,10 +307,6 @@ class ConnectionPool:
             await slot.spec.close(client)
         except Exception as exc:  # a broken client may fail to close; it is gone either way
             logger.debug("closing %s failed: %s", slot.spec.name, redact(str(exc)))
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 # -- one pool per event loop ---------------------------------------------------------------
@@ -409,7 +317,7 @@ _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ConnectionPool] = (
 _pools_lock = threading.Lock()
 
 
-def get_pool(settings: Settings | None = None) -> ConnectionPool:
+def get_pool(settings: PoolSettings | None = None) -> ConnectionPool:
     """The pool of the running event loop, created on first use.
 
     ``settings`` are used only when this call creates the pool.
@@ -418,7 +326,7 @@ def get_pool(settings: Settings | None = None) -> ConnectionPool:
     with _pools_lock:
         pool = _pools.get(loop)
         if pool is None:
-            pool = ConnectionPool(settings or Settings.from_env())
+            pool = ConnectionPool(settings or PoolSettings.from_env())
             pool._loop = loop
             _pools[loop] = pool
         return pool

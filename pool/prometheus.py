@@ -52,23 +52,10 @@ BREAKER_STATE = Gauge(
     multiprocess_mode="livemax",
 )
 RETRIES = Counter("agent_pool_retries", "Retries made by the pool's own calls.", ["resource"])
-OUTBOX_WRITES = Gauge(
-    "agent_memory_outbox_writes",
-    "Memory writes in the durable outbox: pending (the store was unreachable) or set_aside "
-    "(the store refused them; `python agent.py memory replay` retries them).",
-    ["state"],
-    multiprocess_mode="livemax",
-)
 RETRIES_DENIED = Counter(
     "agent_pool_retries_denied",
     "Retries refused by the retry budget during an outage.",
     ["resource"],
-)
-TIME_TO_FIRST_TOKEN = Histogram(
-    "agent_llm_time_to_first_token_seconds",
-    "Time from an LLM request to its first token, per provider.",
-    ["provider"],
-    buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0),
 )
 
 

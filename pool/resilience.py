@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import aiohttp
 import httpx2
@@ -23,10 +23,10 @@ import openai
 import tenacity
 
 from .errors import CircuitOpenError
-from .settings import JitterMode, RetryStrategy, Settings
+from .settings import JitterMode, PoolSettings, RetryStrategy
+from .stats import BreakerState
 
 T = TypeVar("T")
-BreakerState = Literal["closed", "open", "half-open"]
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 # a server asking for a longer pause than this is treated as down, not throttling
@@ -233,7 +233,7 @@ class RetryPolicy:
     deadline_s: float | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, **overrides: object) -> RetryPolicy:
+    def from_settings(cls, settings: PoolSettings, **overrides: object) -> RetryPolicy:
         values: dict[str, object] = {
             "strategy": settings.retry_strategy,
             "max_retries": settings.retry_max_attempts,

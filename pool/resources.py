@@ -11,7 +11,7 @@ import httpx2
 import openai
 
 from .meter import Meter
-from .settings import Settings
+from .settings import PoolSettings
 from .transport import MeteredAsyncTransport, aiohttp_trace_config
 
 T = TypeVar("T")
@@ -45,11 +45,11 @@ class ResourceSpec(Generic[T]):
     info: Mapping[str, object] = field(default_factory=dict)
 
 
-def openai_timeout(settings: Settings) -> httpx2.Timeout:
+def openai_timeout(settings: PoolSettings) -> httpx2.Timeout:
     return httpx2.Timeout(settings.openai_read_timeout_s, connect=settings.openai_connect_timeout_s)
 
 
-def openai_limits(settings: Settings) -> httpx2.Limits:
+def openai_limits(settings: PoolSettings) -> httpx2.Limits:
     return httpx2.Limits(
         max_connections=settings.openai_max_connections,
         max_keepalive_connections=settings.openai_max_connections,
@@ -58,7 +58,7 @@ def openai_limits(settings: Settings) -> httpx2.Limits:
 
 
 def openai_spec(
-    settings: Settings,
+    settings: PoolSettings,
     *,
     name: str = "openai",
     base_url: str | None = None,
@@ -116,7 +116,7 @@ def openai_spec(
     )
 
 
-def http_spec(settings: Settings) -> ResourceSpec[aiohttp.ClientSession]:
+def http_spec(settings: PoolSettings) -> ResourceSpec[aiohttp.ClientSession]:
     async def open_session(meter: Meter) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
             limit=settings.http_max_connections,

@@ -91,7 +91,7 @@ class _Call:
             if self.entry is None:
                 self.meter.cancelled()
                 if self.meter is not self.client_meter:
-                    self.client_meter.metrics.cancelled += 1
+                    self.client_meter.metrics.counts.cancelled += 1
             return
         outcome: Outcome = "timeout" if isinstance(exc, httpx2.TimeoutException) else "failure"
         if self.entry is None:

@@ -16,7 +16,8 @@ from pathlib import Path
 from aiohttp import web
 from dotenv import find_dotenv, load_dotenv
 
-from pool import ConfigError, Settings
+from pool import ConfigError
+from tools.settings import Settings
 
 from . import processes
 from .livekit_server import API_KEY, API_SECRET, LiveKitServer, LiveKitUnavailableError

@@ -1,31 +1,39 @@
 from __future__ import annotations
 
-import os
+import asyncio
 import shutil
-import socket
-from collections.abc import AsyncIterator, Callable, Iterator
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
 from pytest_redis import factories
 
-from pool import ConnectionPool, Settings, get_pool
+from pool import ConnectionPool, get_pool
 from room.livekit_server import LiveKitServer, LiveKitUnavailableError, ensure_binary
-from tests.support.openai_server import OpenAIServer
-from tests.support.postgrest import PostgrestServer
+from testbed.openai_server import OpenAIServer
+from testbed.postgres import PostgresServer, ServiceMissingError
+from testbed.postgrest import PostgrestServer
+from testbed.worker import Worker, room_env
+from tests.support.rooms import KEY
+from tests.support.services import (
+    SECRET_MARKER,
+    SUPABASE_TEST_JWT_SECRET,
+    database_dsn,
+    given_server,
+    migrate,
+    missing,
+    supabase_settings,
+    truncate,
+)
+from tools.memory import MemoryService, open_memory_service
+from tools.settings import Settings
 
 # a throwaway redis-server on a free port, started on first use (see the redis_url fixture)
 redis_proc = factories.redis_proc(port=None)
-
-SECRET_MARKER = "sk-test-SECRET-MARKER-7f3a9c"
-
-
-def service_reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +53,7 @@ def settings(server: OpenAIServer, tmp_path: object) -> Settings:
     return Settings(
         openai_api_key=SECRET_MARKER,
         openai_base_url=server.base_url,
-        memory_sqlite_path=f"{tmp_path}/memory.db",
+        sqlite_path=f"{tmp_path}/memory.db",
         memory_outbox_path=f"{tmp_path}/outbox.db",
         openai_read_timeout_s=5.0,
     )
@@ -60,32 +68,17 @@ async def pool(settings: Settings) -> AsyncIterator[ConnectionPool]:
 
 # -- servers the suite starts itself ---------------------------------------------------------
 
-# the local PostgREST's project secret; its anon and service keys are signed with it
-SUPABASE_TEST_JWT_SECRET = "local-test-jwt-secret-0b7c2f9e4d6a8131"
 
-
-def missing(message: str) -> None:
-    """Skip on a developer's machine without the service; fail loudly under CI."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message}, and CI=true requires it.", pytrace=False)
-    pytest.skip(message)
-
-
-def given_server(variable: str, default_port: int) -> str | None:
-    """The URL in ``variable``, if set; a server named there must answer."""
-    given = os.environ.get(variable)
-    if given:
-        parts = urlsplit(given)
-        if not service_reachable(parts.hostname or "127.0.0.1", parts.port or default_port):
-            missing(f"{variable} names {parts.hostname}:{parts.port}, which does not answer")
-    return given
+def in_a_thread(coro: Any) -> Any:
+    """Run ``coro`` to its end on a loop of its own: a fixture may be set up from inside a
+    running test loop."""
+    with ThreadPoolExecutor(1) as executor:
+        return executor.submit(asyncio.run, coro).result(60)
 
 
 @pytest.fixture(scope="session")
 def pg_admin_dsn() -> Iterator[str]:
     """A superuser DSN: TEST_DATABASE_URL, or a throwaway server for this test session."""
-    from tests.support.postgres import PostgresServer, ServiceMissingError
-
     given = given_server("TEST_DATABASE_URL", 5432)
     if given:
         yield given
@@ -124,11 +117,7 @@ def livekit() -> Iterator[LiveKitServer]:
 @pytest.fixture(scope="session")
 def pg_dsn(pg_admin_dsn: str) -> Iterator[str]:
     """A throwaway database on the test PostgreSQL, with the migration applied."""
-    import asyncio
     import uuid
-    from concurrent.futures import ThreadPoolExecutor
-
-    import asyncpg
 
     name = f"agent_test_{uuid.uuid4().hex[:10]}"
 
@@ -139,81 +128,25 @@ def pg_dsn(pg_admin_dsn: str) -> Iterator[str]:
         finally:
             await conn.close()
 
-    def run(sql: str) -> None:
-        # this fixture may be set up from inside a running test loop
-        with ThreadPoolExecutor(1) as executor:
-            executor.submit(asyncio.run, admin(sql)).result(60)
-
-    run(f'CREATE DATABASE "{name}"')
+    in_a_thread(admin(f'CREATE DATABASE "{name}"'))
     dsn = database_dsn(pg_admin_dsn, name)
     try:
-        with ThreadPoolExecutor(1) as executor:
-            executor.submit(asyncio.run, migrate(dsn)).result(60)
+        in_a_thread(migrate(dsn))
         yield dsn
     finally:
-        run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def database_dsn(admin_dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{name}"))
-
-
-def dsn_port(dsn: str) -> int:
-    return urlsplit(dsn).port or 5432
+        in_a_thread(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
 def postgrest(pg_dsn: str) -> Iterator[PostgrestServer]:
     """PostgREST over the test database, with Supabase's roles."""
-    from tests.support.postgrest import PostgrestServer
-
-    server = PostgrestServer(pg_dsn, SUPABASE_TEST_JWT_SECRET).start()
-    yield server
-    server.stop()
-
-
-def supabase_settings(settings: Settings, postgrest: PostgrestServer) -> Settings:
-    """The agent on the local PostgREST with the anon key and per-user tokens (RLS)."""
-    from dataclasses import replace
-
-    return replace(
-        settings,
-        memory_backend="supabase",
-        supabase_url=postgrest.url,
-        supabase_key=postgrest.anon_key,
-        supabase_jwt_secret=SUPABASE_TEST_JWT_SECRET,
-    )
-
-
-async def migrate(dsn: str) -> None:
-    import asyncpg
-
-    from tools.stores.postgres import apply_migration
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        await apply_migration(conn)
-    finally:
-        await conn.close()
-
-
-async def truncate(dsn: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        exists = await conn.fetchval("SELECT to_regclass('public.memories')")
-        if exists:
-            await conn.execute("TRUNCATE public.memories, public.memory_tombstones")
-    finally:
-        await conn.close()
+    with PostgrestServer(pg_dsn, SUPABASE_TEST_JWT_SECRET) as server:
+        yield server
 
 
 @pytest.fixture(params=["sqlite", "postgres", "supabase"])
 async def backend_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
     """Settings for each memory backend in turn, with an empty store."""
-    from dataclasses import replace
-
     backend = request.param
     if backend == "postgres":
         dsn = request.getfixturevalue("pg_dsn")
@@ -228,15 +161,26 @@ async def backend_settings(request: pytest.FixtureRequest, settings: Settings) -
 
 
 @pytest.fixture
-async def memory(backend_settings: Settings) -> AsyncIterator[object]:
+async def memory(backend_settings: Settings) -> AsyncIterator[MemoryService]:
     """The memory service on each backend in turn, with its pool; closed afterwards."""
-    from tools.stores import open_memory_service
-
     pool = get_pool(backend_settings)
-    service = await open_memory_service(pool)
+    service = await open_memory_service(pool, backend_settings)
     yield service
     await service.aclose()
     await pool.aclose()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory of a module's room worker: its memory, outbox and phrases."""
+    return tmp_path_factory.mktemp("room-worker")
+
+
+@pytest.fixture(scope="module")
+def worker(livekit: LiveKitServer, openai_server: OpenAIServer, workdir: Path) -> Iterator[Worker]:
+    """`python agent.py start` on the test LiveKit server, shared by a module's room tests."""
+    with Worker(livekit, workdir, **room_env(openai_server.base_url, OPENAI_API_KEY=KEY)) as w:
+        yield w
 
 
 @pytest.fixture(scope="session")
@@ -250,17 +194,7 @@ def vad() -> object:
 @pytest.fixture
 def espeak() -> None:
     """Spoken test audio needs espeak-ng: required under CI, else a skip with the reason."""
-    from tests.support.audio_io import espeak_available
+    from testbed.audio_io import espeak_available
 
     if not espeak_available():
         missing("espeak-ng is not installed; `make test` installs it when run as root.")
-
-
-async def wait_until(condition: Callable[[], object], timeout: float = 20.0) -> None:
-    import asyncio
-
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("timed out waiting for the agent")

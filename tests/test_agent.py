@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 import pytest
 from livekit.agents import AgentSession
 
-from agent import Assistant, build_session
-from pool import ConnectionPool, Settings, install_log_redaction
-from tests.conftest import SECRET_MARKER
-from tests.support.openai_server import OpenAIServer, Rule, has_tool_result
-from tools.session import SessionData
+from agent import Assistant
+from pool import ConnectionPool, install_log_redaction
+from testbed.openai_server import OpenAIServer, Rule, has_tool_result
+from tests.support.services import SECRET_MARKER
+from tools.conversation import SessionData, build_session
+from tools.settings import Settings
 
 
 @pytest.fixture
@@ -19,7 +20,7 @@ async def session(
     pool: ConnectionPool, settings: Settings
 ) -> AsyncIterator[AgentSession[SessionData]]:
     userdata = SessionData(pool=pool, settings=settings, user_id="tester")
-    async with await build_session(pool, userdata, vad=None) as session:
+    async with await build_session(pool, settings, userdata, vad=None) as session:
         await session.start(Assistant())
         yield session
 
@@ -76,8 +77,8 @@ async def test_ten_turns_reuse_one_tcp_connection(
 
     assert server.count("/chat/completions") == 11
     assert server.connections == opened_before
-    connections = pool.stats()["resources"]["openai"]["connections"]
-    assert connections["reused"] >= 10
+    connections = pool.stats().resources["openai"].connections
+    assert connections.reused >= 10
 
 
 async def test_no_secret_in_stats_tool_output_or_logs(
@@ -95,7 +96,7 @@ async def test_no_secret_in_stats_tool_output_or_logs(
     result = await session.run(user_input="stats please")
 
     output = result.expect[1].event().item.output
-    everything = json.dumps(pool.stats()) + output + caplog.text
+    everything = json.dumps(pool.stats().as_dict()) + output + caplog.text
     assert SECRET_MARKER not in everything
     assert "hunter2pw" not in everything
     assert "***" in caplog.text

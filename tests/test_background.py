@@ -7,13 +7,12 @@ import threading
 
 from livekit.agents import AgentSession
 
-from agent import Assistant, build_session, prepare_assistant
-from pool import Settings, get_pool
-from tests.support.openai_server import Fault, OpenAIServer, Rule, system_text
-from tools.background import PostTurnWorker, follow_turns, parse_facts
-from tools.memory_tools import MEMORY_BLOCK_START
-from tools.session import SessionData
-from tools.stores import open_memory_service
+from agent import Assistant, prepare_assistant
+from pool import get_pool
+from testbed.openai_server import Fault, OpenAIServer, Rule, system_text
+from tools.conversation import PostTurnWorker, SessionData, build_session, follow_turns, parse_facts
+from tools.memory import MEMORY_BLOCK_START, open_memory_service
+from tools.settings import Settings
 
 
 def is_extraction(body: dict) -> bool:  # type: ignore[type-arg]
@@ -37,12 +36,12 @@ async def test_a_slow_extraction_does_not_delay_the_next_reply(
         Rule(text="A summary.", when=is_summary, fault=Fault(hold=held), times=None),
     )
     pool = get_pool(settings)
-    memory = await open_memory_service(pool)
+    memory = await open_memory_service(pool, settings)
     worker = PostTurnWorker(pool, memory, "ada", timeout_s=30)
     userdata = SessionData(pool=pool, settings=settings, user_id="ada", memory=memory)
     try:
         session: AgentSession[SessionData]
-        async with await build_session(pool, userdata, vad=None) as session:
+        async with await build_session(pool, settings, userdata, vad=None) as session:
             follow_turns(session, worker)
             await session.start(Assistant())
             first = await session.run(user_input="I like tea")
@@ -68,10 +67,10 @@ async def test_facts_learned_in_one_session_are_recalled_in_the_next(
         Rule(text="Ada likes green tea.", when=is_summary),
     )
     pool = get_pool(settings)
-    memory = await open_memory_service(pool)
+    memory = await open_memory_service(pool, settings)
     worker = PostTurnWorker(pool, memory, "ada")
     userdata = SessionData(pool=pool, settings=settings, user_id="ada", memory=memory)
-    async with await build_session(pool, userdata, vad=None) as session:
+    async with await build_session(pool, settings, userdata, vad=None) as session:
         follow_turns(session, worker)
         await session.start(Assistant())
         await session.run(user_input="I really like green tea")
@@ -82,11 +81,11 @@ async def test_facts_learned_in_one_session_are_recalled_in_the_next(
 
     # the next session: a new pool and memory service, as in a new job process
     pool = get_pool(settings)
-    memory = await open_memory_service(pool)
+    memory = await open_memory_service(pool, settings)
     try:
         assistant = await prepare_assistant(memory, "ada")
         userdata = SessionData(pool=pool, settings=settings, user_id="ada", memory=memory)
-        async with await build_session(pool, userdata, vad=None) as session:
+        async with await build_session(pool, settings, userdata, vad=None) as session:
             await session.start(assistant)
             await session.run(user_input="what do I like to drink?")
     finally:

@@ -21,10 +21,11 @@ from livekit import api
 from room.livekit_server import API_KEY, API_SECRET, LiveKitServer, ensure_binary
 from room.ports import free_tcp_port
 from room.web import LIVEKIT_CLIENT, RoomConfig, create_app
-from tests.conftest import missing
-from tests.support.openai_server import OpenAIServer, Rule, last_user_text
-from tests.support.threaded import LoopThread
-from tests.support.worker import Worker, room_env
+from testbed.openai_server import OpenAIServer, Rule, last_user_text
+from testbed.threaded import LoopThread
+from testbed.waiting import wait_until
+from testbed.worker import Worker, room_env
+from tests.support.services import missing
 
 pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")
@@ -201,7 +202,7 @@ async def test_a_conversation_in_the_browser_with_the_pool_panel(
     )
     llm = stats["resources"]["openai.llm"]
     assert llm["requests"] >= 1 and llm["health"] == "HEALTHY"
-    reused = stats["resources"]["openai"]["connections_reused"]
+    reused = stats["resources"]["openai"]["connections"]["reused"]
     shot = Path(SCREENSHOT) if SCREENSHOT else tmp_path / "room.png"
     await page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
@@ -214,7 +215,7 @@ async def test_a_conversation_in_the_browser_with_the_pool_panel(
     )
     await until(
         page,
-        f"window.voiceRoom.stats.resources.openai.connections_reused > {reused}",
+        f"window.voiceRoom.stats.resources.openai.connections.reused > {reused}",
         20,
         "reused connections after a second turn",
     )
@@ -226,13 +227,12 @@ async def test_a_conversation_in_the_browser_with_the_pool_panel(
     assert errors == [], errors
     # the agent leaves with the person, and the job ends without an error
     async with api.LiveKitAPI(worker.livekit.http_url, API_KEY, API_SECRET) as lk:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        async def everyone_left() -> bool:
             rooms = (await lk.room.list_rooms(api.ListRoomsRequest())).rooms
-            if all(r.num_participants == 0 for r in rooms):
-                break
-            await asyncio.sleep(0.3)
-        assert all(r.num_participants == 0 for r in rooms), rooms
+            return all(r.num_participants == 0 for r in rooms)
+
+        await wait_until(everyone_left, 30, what="the agent to leave", every_s=0.3)
     output = worker.output()
     assert "Traceback" not in output and '"level": "ERROR"' not in output
     await context.close()

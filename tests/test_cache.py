@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pool import Settings, get_pool
-from pool.cache import Cache
+from pool import Cache, get_pool
+from tools.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,7 +107,7 @@ async def test_a_value_cached_by_one_process_is_a_hit_in_another(
     key = f"greeting:{uuid.uuid4().hex}"
     await asyncio.to_thread(
         fill_from_another_process,
-        settings.memory_sqlite_path,
+        settings.sqlite_path,
         redis_url,
         key,
         "from the other process",
@@ -125,7 +125,7 @@ async def test_a_value_cached_by_one_process_is_a_hit_in_another(
         with pytest.raises(AssertionError):
             await pool.cache.cached_async_call(key, must_not_run)
         # the named layer itself answered: its client made the reads and the delete
-        shared = pool.stats()["resources"]["redis" if layer == "redis" else "sqlite-cache"]
-        assert shared["successes"] >= 3
+        shared = pool.stats().resources["redis" if layer == "redis" else "sqlite-cache"]
+        assert shared.counts.successes >= 3
     finally:
         await pool.aclose()

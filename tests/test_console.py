@@ -9,9 +9,9 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests.conftest import SECRET_MARKER
+from testbed.openai_server import OpenAIServer, Rule
 from tests.support.console import ROOT, agent_env, spawn_console
-from tests.support.openai_server import OpenAIServer, Rule
+from tests.support.services import SECRET_MARKER
 
 pytestmark = pytest.mark.slow
 

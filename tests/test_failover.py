@@ -8,11 +8,12 @@ from dataclasses import replace
 import pytest
 from livekit.agents import AgentSession
 
-from agent import Assistant, build_session
-from pool import ConnectionPool, Settings, get_pool
-from pool.settings import Provider
-from tests.support.openai_server import Fault, OpenAIServer, Rule
-from tools.session import SessionData
+from agent import Assistant
+from pool import ConnectionPool, get_pool
+from testbed.openai_server import Fault, OpenAIServer, Rule
+from tests.support.services import settings_of
+from tools.conversation import SessionData, build_session
+from tools.settings import Provider, Settings
 
 
 @pytest.fixture
@@ -41,9 +42,10 @@ async def two_providers(
 
 
 async def run_turn(pool: ConnectionPool, text: str) -> str:
-    userdata = SessionData(pool=pool, settings=pool.settings, user_id="ada")
+    settings = settings_of(pool)
+    userdata = SessionData(pool=pool, settings=settings, user_id="ada")
     session: AgentSession[SessionData]
-    async with await build_session(pool, userdata, vad=None) as session:
+    async with await build_session(pool, settings, userdata, vad=None) as session:
         await session.start(Assistant())
         result = await session.run(user_input=text)
         return str(result.expect[0].event().item.text_content)
@@ -60,10 +62,10 @@ async def test_an_erroring_provider_is_replaced_within_the_turn_and_then_skipped
 
     # the primary's breaker opened on its failure: the second turn sent it nothing
     assert server.count("/chat/completions") == 1
-    stats = two_providers.stats()["resources"]
+    stats = two_providers.stats().resources
     primary = stats["primary.llm"]
-    assert (primary["breaker"], primary["health"]) == ("open", "FAILED")
-    assert stats["backup.llm"]["health"] == "HEALTHY"
+    assert (primary.breaker, primary.health) == ("open", "FAILED")
+    assert stats["backup.llm"].health == "HEALTHY"
 
 
 async def test_a_provider_that_stalls_before_its_first_token_is_replaced(
@@ -77,5 +79,5 @@ async def test_a_provider_that_stalls_before_its_first_token_is_replaced(
     assert server.count("/chat/completions") == 1
     assert backup.count("/chat/completions") == 1
     # the stall counts against the primary: its breaker opened, so no recovery probe reached it
-    primary = two_providers.stats()["resources"]["primary.llm"]
-    assert (primary["stalls"], primary["breaker"]) == (1, "open")
+    primary = two_providers.stats().resources["primary.llm"]
+    assert (primary.counts.stalls, primary.breaker) == (1, "open")

@@ -16,17 +16,17 @@ import pytest
 from livekit.agents import APIConnectOptions, APIStatusError
 from livekit.plugins import silero
 
-from pool import ConfigError, Settings, get_pool
-from pool.settings import Provider
+from pool import ConfigError, get_pool
 from room.livekit_server import LiveKitServer
-from tests.support.audio_io import speak_to_frames
-from tests.support.google_double import GoogleDouble, GrpcTrouble
-from tests.support.openai_server import Fault, OpenAIServer, Rule, last_user_text
-from tests.support.worker import Worker, room_env
-from tests.support.yandex_double import YandexDouble
+from testbed.audio_io import speak_to_frames
+from testbed.google import GoogleDouble
+from testbed.openai_server import Fault, OpenAIServer, Rule, last_user_text
+from testbed.threaded import Trouble
+from testbed.worker import Worker, room_env
+from testbed.yandex import YandexDouble
 from tests.test_yandex import FOLDER, KEY, speechkit, spoken_turn
-from tools.google_speech import import_plugin
-from tools.providers import build_tts
+from tools.providers import build_tts, import_plugin
+from tools.settings import Provider, Settings
 
 import_plugin()  # livekit registers plugins on the main thread, where pytest imports this
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("espeak")]
@@ -76,7 +76,8 @@ async def test_a_spoken_turn_is_heard_and_voiced_by_google(
     assert captured.seconds >= 0.25
     assert server.count("/audio/transcriptions") == server.count("/audio/speech") == 0
     entry = stats["google"]
-    assert (entry["kind"], entry["priority"], entry["max_connections"]) == ("google", 20, 100)
+    info = entry["info"]
+    assert (info["kind"], info["priority"], info["max_connections"]) == ("google", 20, 100)
     assert stats["google.stt"]["requests"] == 1 and stats["google.tts"]["health"] == "HEALTHY"
 
 
@@ -93,7 +94,7 @@ async def test_openai_then_google_then_yandex(
         Rule(path="/audio/speech", fault=Fault(status=503), times=None),
         Rule(text="Third time lucky.", when=lambda b: "weather" in last_user_text(b)),
     )
-    google.fail("tts", GrpcTrouble(code=grpc.StatusCode.UNAVAILABLE))
+    google.fail("tts", Trouble(status=grpc.StatusCode.UNAVAILABLE))
     google.transcripts.append("what is the weather like today")
     stt_chain = (cloud(google),)
     tts_chain = (
@@ -114,15 +115,16 @@ async def test_openai_then_google_then_yandex(
 async def test_google_errors_are_livekit_errors_and_an_open_breaker_sends_nothing(
     settings: Settings, google: GoogleDouble
 ) -> None:
-    pool = get_pool(replace(settings, tts_providers=(cloud(google),)))
+    settings = replace(settings, tts_providers=(cloud(google),))
+    pool = get_pool(settings)
     once = APIConnectOptions(max_retry=0, timeout=2.0)
     try:
-        voice = await build_tts(pool)
-        google.fail("tts", GrpcTrouble(code=grpc.StatusCode.PERMISSION_DENIED))
+        voice = await build_tts(pool, settings)
+        google.fail("tts", Trouble(status=grpc.StatusCode.PERMISSION_DENIED))
         with pytest.raises(APIStatusError) as refused:
             await voice.synthesize("hello", conn_options=once).collect()
         assert refused.value.status_code == 403 and not refused.value.retryable
-        google.fail("tts", GrpcTrouble(code=grpc.StatusCode.UNAVAILABLE))
+        google.fail("tts", Trouble(status=grpc.StatusCode.UNAVAILABLE))
         for _ in range(4):
             with pytest.raises(APIStatusError):
                 await voice.synthesize("hello", conn_options=once).collect()
@@ -176,7 +178,7 @@ def test_service_account_credentials_come_from_json_or_a_file(
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from tools.google_speech import _credentials
+    from tools.providers.google import _credentials
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
@@ -232,9 +234,10 @@ async def test_an_openai_voice_keeps_to_its_connection_limit_under_50_requests(
 ) -> None:
     server.script(Rule(path="/audio/speech", fault=Fault(delay_s=0.2), times=None))
     limited = Provider(name="primary", base_url=server.base_url, max_connections=5)
-    pool = get_pool(replace(settings, tts_providers=(limited,)))
+    settings = replace(settings, tts_providers=(limited,))
+    pool = get_pool(settings)
     try:
-        voice = await build_tts(pool)
+        voice = await build_tts(pool, settings)
         before = server.connections
         results = await asyncio.gather(*(voice.synthesize(f"n{i}").collect() for i in range(50)))
     finally:
@@ -253,7 +256,7 @@ async def test_in_a_room_google_hears_and_yandex_speaks_when_google_cannot(
     """The worker as a process in a real LiveKit room: its job processes load the Google
     plugin on their main thread, Google transcribes the person, Google's voice is
     unavailable, and the person hears SpeechKit."""
-    google.fail("tts", GrpcTrouble(code=grpc.StatusCode.UNAVAILABLE))
+    google.fail("tts", Trouble(status=grpc.StatusCode.UNAVAILABLE))
     google.transcripts.append("what is the weather like today")
     openai_server.script(
         Rule(text="Heard by Google.", when=lambda b: "weather" in last_user_text(b))

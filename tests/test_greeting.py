@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pool import Settings, get_pool
-from tests.support.openai_server import OpenAIServer, Rule, system_text
-from tools.greeting import GENERIC_GREETING, forget_greeting, greeting_for
-from tools.stores import open_memory_service
+from pool import get_pool
+from testbed.openai_server import OpenAIServer, Rule, system_text
+from tools.conversation import GENERIC_GREETING, forget_greeting, greeting_for
+from tools.memory import open_memory_service
+from tools.settings import Settings
 
 
 def greeting_requests(server: OpenAIServer) -> int:
@@ -15,10 +16,12 @@ def greeting_requests(server: OpenAIServer) -> int:
 async def visit(settings: Settings, user_id: str) -> str:
     """One session's start, in its own pool: an empty in-process cache, like a new process."""
     pool = get_pool(settings)
-    memory = await open_memory_service(pool)
+    memory = await open_memory_service(pool, settings)
     memory.on_change(lambda user, categories: forget_greeting(pool, user, categories))
     try:
-        return await greeting_for(pool, user_id, await memory.recall(user_id))
+        return await greeting_for(
+            pool, user_id, await memory.recall(user_id), model=settings.llm_model
+        )
     finally:
         await memory.aclose()
         await pool.aclose()
@@ -38,7 +41,7 @@ async def test_a_repeat_visit_within_the_ttl_makes_no_llm_call(
         Rule(text="Welcome back, Ada! Still fond of tea?", when=lambda b: "Ada" in str(b))
     )
     pool = get_pool(settings)
-    memory = await open_memory_service(pool)
+    memory = await open_memory_service(pool, settings)
     await memory.save("ada", "FACT", "name", "Ada")
     await memory.save("ada", "PREFERENCE", "drink", "tea")
     await memory.aclose()
@@ -61,18 +64,27 @@ async def test_saving_a_fact_makes_the_next_greeting_fresh_but_a_summary_does_no
         Rule(text="Hello Ada Lovelace.", when=lambda b: "Lovelace" in str(b)),
     )
     pool = get_pool(settings)
-    memory = await open_memory_service(pool)
+    memory = await open_memory_service(pool, settings)
     memory.on_change(lambda user, categories: forget_greeting(pool, user, categories))
     try:
         await memory.save("ada", "FACT", "name", "Ada")
-        assert await greeting_for(pool, "ada", await memory.recall("ada")) == "Hello Ada."
+        assert (
+            await greeting_for(pool, "ada", await memory.recall("ada"), model=settings.llm_model)
+            == "Hello Ada."
+        )
 
         await memory.save("ada", "CONTEXT", "conversation_summary", "We talked about tea.")
-        assert await greeting_for(pool, "ada", await memory.recall("ada")) == "Hello Ada."
+        assert (
+            await greeting_for(pool, "ada", await memory.recall("ada"), model=settings.llm_model)
+            == "Hello Ada."
+        )
         assert greeting_requests(server) == 1
 
         await memory.save("ada", "FACT", "name", "Ada Lovelace")
-        assert await greeting_for(pool, "ada", await memory.recall("ada")) == "Hello Ada Lovelace."
+        assert (
+            await greeting_for(pool, "ada", await memory.recall("ada"), model=settings.llm_model)
+            == "Hello Ada Lovelace."
+        )
         assert greeting_requests(server) == 2
     finally:
         await memory.aclose()

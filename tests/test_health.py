@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 
-from pool import Settings, get_pool
-from tests.support.openai_server import OpenAIServer
-from tests.support.tcp_proxy import TcpProxy
-
-
-async def wait_for(condition, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    for _ in range(int(timeout / 0.02)):
-        if condition():
-            return True
-        await asyncio.sleep(0.02)
-    return False
+from pool import ClientState, get_pool
+from testbed.openai_server import OpenAIServer
+from testbed.tcp_proxy import TcpProxy
+from testbed.waiting import wait_until
+from tools.settings import Settings
 
 
 async def test_server_down_then_up_is_healed_by_the_probe_and_the_client_is_kept(
@@ -35,18 +28,20 @@ async def test_server_down_then_up_is_healed_by_the_probe_and_the_client_is_kept
     try:
         await pool.warm()
         first_client = await pool.openai()
-        entry = lambda: pool.stats()["resources"]["openai"]  # noqa: E731
-        assert entry()["client"] == "open"
+        entry = lambda: pool.stats().resources["openai"]  # noqa: E731
+        assert entry().client is ClientState.OPEN
 
         proxy.cut()
-        assert await wait_for(lambda: entry()["resets"] >= 1), "a failed probe heals"
-        assert entry()["failures"] >= 1
+        await wait_until(lambda: entry().resets >= 1, 10, what="a failed probe to heal")
+        assert entry().counts.failures >= 1
 
         proxy.restore()
-        successes = entry()["successes"]
+        successes = entry().counts.successes
         # the next probe succeeds on fresh connections, before any caller needs them
-        assert await wait_for(
-            lambda: entry()["client"] == "open" and entry()["successes"] > successes
+        await wait_until(
+            lambda: entry().client is ClientState.OPEN and entry().counts.successes > successes,
+            10,
+            what="a probe on fresh connections",
         )
         # whoever holds the client (the session's plugins) still holds a working one
         assert (await pool.openai()) is first_client
@@ -64,7 +59,7 @@ async def test_the_tick_rebuilds_a_closed_session(settings: Settings) -> None:
         await pool.warm()
         session = await pool.http()
         await session.close()
-        assert await wait_for(lambda: pool.stats()["resources"]["http"]["rebuilds"] == 1)
+        await wait_until(lambda: pool.stats().resources["http"].rebuilds == 1, 10, what="a rebuild")
         assert (await pool.http()) is not session
     finally:
         await pool.aclose()

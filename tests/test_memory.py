@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from pool import ConnectionPool, Settings, get_pool
-from tools.memory import InvalidMemory, MemoryService, Write, batch_memory_operations
-from tools.stores import memory_store
+from pool import ClientState, ConnectionPool, get_pool
+from tools.memory import InvalidMemory, MemoryService, Write, batch_memory_operations, memory_store
+from tools.settings import Settings
 
 
 def values(memories: list) -> dict[tuple[str, str], str]:  # type: ignore[type-arg]
@@ -97,9 +97,9 @@ async def test_batch_answers_in_order_and_fails_items_alone(memory: MemoryServic
 
 async def test_batch_coalesces_saves_into_one_store_call(memory: MemoryService) -> None:
     pool = memory.pool
-    store = await memory_store(pool)
+    store = await memory.store()
     meter = pool.meter(store.name)
-    before = meter.metrics.requests
+    before = meter.metrics.counts.requests
 
     ops = [
         {"type": "save", "category": "FACT", "key": f"k{i}", "value": f"v{i}"} for i in range(100)
@@ -109,7 +109,7 @@ async def test_batch_coalesces_saves_into_one_store_call(memory: MemoryService) 
 
     assert all(r["ok"] for r in results)
     # one multi-row upsert and one multi-key read, whatever the order they ran in
-    assert meter.metrics.requests - before == 2
+    assert meter.metrics.counts.requests - before == 2
     assert len(await memory.recall("ada")) == 100
 
 
@@ -142,11 +142,12 @@ async def test_change_listeners_hear_about_saves(memory: MemoryService) -> None:
 async def test_store_is_cached_by_the_pool_and_in_its_stats(backend_settings: Settings) -> None:
     pool: ConnectionPool = get_pool(backend_settings)
     try:
-        first, second = await memory_store(pool), await memory_store(pool)
+        first = await memory_store(pool, backend_settings)
+        second = await memory_store(pool, backend_settings)
         assert first is second
         report = await pool.warm()
         assert report[backend_settings.memory_backend].startswith("ok")
-        entry = pool.stats()["resources"][backend_settings.memory_backend]
-        assert entry["client"] == "open" and entry["health"] == "HEALTHY"
+        entry = pool.stats().resources[backend_settings.memory_backend]
+        assert entry.client is ClientState.OPEN and entry.health == "HEALTHY"
     finally:
         await pool.aclose()

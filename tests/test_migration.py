@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from pool import Settings, get_pool
-from tests.conftest import database_dsn
-from tools.stores import memory_store
-from tools.stores.postgres import apply_migration
+from pool import get_pool
+from tests.support.services import database_dsn
+from tools.memory import memory_store
+from tools.memory.stores.postgres import apply_migration
+from tools.settings import Settings
 
 pytestmark = pytest.mark.postgres
 
@@ -33,9 +34,10 @@ async def test_the_store_applies_the_migration_to_an_empty_database(
 ) -> None:
     from dataclasses import replace
 
-    pool = get_pool(replace(settings, memory_backend="postgres", database_url=empty_db))
+    settings = replace(settings, memory_backend="postgres", database_url=empty_db)
+    pool = get_pool(settings)
     try:
-        store = await memory_store(pool)
+        store = await memory_store(pool, settings)
         await store.ping()
     finally:
         await pool.aclose()

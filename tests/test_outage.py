@@ -8,10 +8,11 @@ from dataclasses import replace
 import asyncpg
 import pytest
 
-from pool import Settings, get_pool
-from tests.conftest import truncate
-from tools.stores import open_memory_service
-from tools.stores.outage import is_outage_code
+from pool import get_pool
+from tests.support.services import truncate
+from tools.memory import open_memory_service
+from tools.memory.stores.outage import is_outage_code
+from tools.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -51,8 +52,9 @@ async def test_a_read_only_primary_is_an_outage_and_the_write_waits_for_it(
     await truncate(pg_dsn)
     name = pg_dsn.rsplit("/", 1)[1]
     admin = await asyncpg.connect(pg_admin_dsn)
-    pool = get_pool(replace(settings, memory_backend="postgres", database_url=pg_dsn))
-    memory = await open_memory_service(pool)
+    settings = replace(settings, memory_backend="postgres", database_url=pg_dsn)
+    pool = get_pool(settings)
+    memory = await open_memory_service(pool, settings)
     try:
         await admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
         store = await memory.store()

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -16,11 +16,12 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from pool import Settings, get_pool
-from tests.conftest import dsn_port
-from tests.support.tcp_proxy import TcpProxy
-from tools.memory import Write
-from tools.stores import open_memory_service
+from pool import get_pool
+from testbed.tcp_proxy import TcpProxy
+from testbed.waiting import wait_until, wait_until_sync
+from tests.support.services import dsn_port
+from tools.memory import MemoryService, Write, open_memory_service
+from tools.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def clean_pg(pg_dsn: str) -> str:
-    from tests.conftest import truncate
+    from tests.support.services import truncate
 
     with_thread(truncate(pg_dsn))
     return pg_dsn
@@ -63,6 +64,14 @@ async def rows(dsn: str, user_id: str) -> dict[str, str]:
     return {r["key"]: r["value"] for r in found}
 
 
+def drained(memory: MemoryService) -> Callable[[], Awaitable[bool]]:
+    async def empty() -> bool:
+        assert memory.outbox is not None
+        return await memory.outbox.pending() == 0
+
+    return empty
+
+
 async def test_a_database_outage_loses_none_of_1000_saves(
     clean_pg: str, pg_proxy: TcpProxy, settings: Settings
 ) -> None:
@@ -73,7 +82,7 @@ async def test_a_database_outage_loses_none_of_1000_saves(
         breaker_reset_s=0.3,
     )
     pool = get_pool(settings)
-    memory = await open_memory_service(pool)
+    memory = await open_memory_service(pool, settings)
     assert memory.outbox is not None
     try:
         assert await memory.save("outage-user", "FACT", "before", "stored directly") == "saved"
@@ -86,16 +95,11 @@ async def test_a_database_outage_loses_none_of_1000_saves(
         assert await memory.save("outage-user", "FACT", "during", "queued") == "queued"
         # durable on put: all of it is pending, and the flusher really met the outage
         assert await memory.outbox.pending() == 1001
-        deadline = time.monotonic() + 30
-        while memory.outbox.failed_flushes == 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert memory.outbox.failed_flushes > 0
+        await wait_until(lambda: memory.outbox.failed_flushes > 0, 30, what="the outage")
         assert await rows(clean_pg, "outage-user") == {"before": "stored directly"}
 
         pg_proxy.restore()
-        deadline = time.monotonic() + 60
-        while await memory.outbox.pending() and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        await wait_until(drained(memory), 60, what="the outbox to drain", every_s=0.1)
     finally:
         await memory.aclose()
         await pool.aclose()
@@ -130,13 +134,11 @@ def test_sigkill_in_the_middle_of_flushing_loses_no_acknowledged_save(
                 acked = int(line.split()[1]) + 1
             if acked == 1000:
                 break
-        deadline = time.monotonic() + 60
-        flushed = 0
-        while time.monotonic() < deadline:
-            flushed = len(asyncio.run(rows(clean_pg, "crash-user")))
-            if flushed >= 50:
-                break
-            time.sleep(0.05)
+        flushed = wait_until_sync(
+            lambda: (n := len(asyncio.run(rows(clean_pg, "crash-user")))) >= 50 and n,
+            60,
+            what="50 writes flushed",
+        )
         writer.send_signal(signal.SIGKILL)
         writer.wait(10)
         assert 0 < flushed < 1000, "the kill should land in the middle of flushing"

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from tools.parallel import parallel_ai_calls
+from tools.conversation import parallel_ai_calls
 
 
 async def test_results_come_back_in_call_order_with_failures_as_values() -> None:

@@ -9,8 +9,9 @@ import warnings
 import openai
 import pytest
 
-from pool import ConnectionPool, PoolClosedError, Settings, WrongLoopError, get_pool
-from tests.support.openai_server import OpenAIServer
+from pool import ClientState, ConnectionPool, Connections, PoolClosedError, WrongLoopError, get_pool
+from testbed.openai_server import OpenAIServer
+from tools.settings import Settings
 
 
 async def chat(pool: ConnectionPool, text: str = "hi") -> str:
@@ -37,8 +38,8 @@ async def test_warm_opens_the_connection_the_first_request_reuses(
     assert await chat(pool, "first turn") == "You said: first turn"
 
     assert server.connections == 1
-    connections = pool.stats()["resources"]["openai"]["connections"]
-    assert connections == {"opened": 1, "reused": 1}
+    connections = pool.stats().resources["openai"].connections
+    assert connections == Connections(opened=1, reused=1)
 
 
 async def test_sequential_requests_reuse_one_tcp_connection(
@@ -47,24 +48,25 @@ async def test_sequential_requests_reuse_one_tcp_connection(
     for turn in range(10):
         await chat(pool, f"turn {turn}")
     assert server.connections == 1
-    openai_stats = pool.stats()["resources"]["openai"]
-    assert openai_stats["requests"] == 10
-    assert openai_stats["connections"] == {"opened": 1, "reused": 9}
+    openai_stats = pool.stats().resources["openai"]
+    assert openai_stats.counts.requests == 10
+    assert openai_stats.connections == Connections(opened=1, reused=9)
 
 
 async def test_stats_are_json_and_count_failures(
     pool: ConnectionPool, server: OpenAIServer
 ) -> None:
-    from tests.support.openai_server import Fault, Rule
+    from testbed.openai_server import Fault, Rule
 
     server.script(Rule(fault=Fault(status=503)))
     with pytest.raises(openai.InternalServerError):
         await chat(pool)
     await chat(pool)
 
-    stats = json.loads(json.dumps(pool.stats()))
+    stats = json.loads(json.dumps(pool.stats().as_dict()))
     entry = stats["resources"]["openai"]
-    assert (entry["requests"], entry["successes"], entry["failures"]) == (2, 1, 1)
+    counts = entry["counts"]
+    assert (counts["requests"], counts["successes"], counts["failures"]) == (2, 1, 1)
     assert entry["success_rate"] == 0.5
     assert entry["latency_ms"]["max"] >= entry["latency_ms"]["min"] > 0
     assert "503" in entry["last_error"]
@@ -132,8 +134,8 @@ async def test_aclose_twice_closes_everything_without_resource_warnings(settings
         gc.collect()
 
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
-    assert pool.stats()["state"] == "closed"
-    assert all(r["client"] == "not created" for r in pool.stats()["resources"].values())
+    assert pool.stats().state == "closed"
+    assert all(r.client is ClientState.NOT_CREATED for r in pool.stats().resources.values())
     with pytest.raises(PoolClosedError):
         await pool.openai()
     assert get_pool(settings) is not pool  # the loop gets a fresh pool after close
@@ -142,7 +144,7 @@ async def test_aclose_twice_closes_everything_without_resource_warnings(settings
 async def test_sync_client_shares_the_openai_metrics(pool: ConnectionPool) -> None:
     models = await asyncio.to_thread(lambda: pool.openai_sync().models.list())
     assert models.data[0].id == "gpt-4o-mini"
-    assert pool.stats()["resources"]["openai"]["requests"] == 1
+    assert pool.stats().resources["openai"].counts.requests == 1
 
 
 async def test_cleanup_drops_a_client_closed_underneath(pool: ConnectionPool) -> None:
@@ -153,7 +155,7 @@ async def test_cleanup_drops_a_client_closed_underneath(pool: ConnectionPool) ->
 
     assert report["dropped_broken"] == ["http"]
     assert (await pool.http()) is not session
-    assert pool.stats()["resources"]["http"]["rebuilds"] == 1
+    assert pool.stats().resources["http"].rebuilds == 1
 
 
 async def test_a_closed_client_is_rebuilt_on_next_acquire(pool: ConnectionPool) -> None:

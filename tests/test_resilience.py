@@ -10,9 +10,9 @@ import openai
 import pytest
 from prometheus_client import REGISTRY
 
-from pool import CircuitOpenError, ConnectionPool, RetryPolicy, Settings, get_pool
-from pool.resilience import stream_with_retry
-from tests.support.openai_server import Fault, OpenAIServer, Rule
+from pool import CircuitOpenError, ConnectionPool, RetryPolicy, get_pool, stream_with_retry
+from testbed.openai_server import Fault, OpenAIServer, Rule
+from tools.settings import Settings
 
 ASK = [{"role": "user", "content": "hi"}]
 
@@ -53,10 +53,10 @@ async def test_a_storm_of_500s_opens_the_breaker_and_later_calls_send_nothing(
 
     assert server.count("/chat/completions") == 3
     # chat requests are the endpoint's LLM capability: its breaker opened, nothing else's
-    stats = fragile.stats()["resources"]
+    stats = fragile.stats().resources
     entry = stats["openai.llm"]
-    assert (entry["breaker"], entry["health"], entry["rejected"]) == ("open", "FAILED", 7)
-    assert stats["openai"]["breaker"] == "closed"
+    assert (entry.breaker, entry.health, entry.counts.rejected) == ("open", "FAILED", 7)
+    assert stats["openai"].breaker == "closed"
     assert sample("agent_pool_breaker_state", resource="openai.llm") == 2.0
     assert sample("agent_pool_rejected_calls_total", resource="openai.llm") - rejected_before == 7
 
@@ -71,13 +71,13 @@ async def test_half_open_trial_then_recovery_or_reopen(
     await asyncio.sleep(0.25)
     with pytest.raises(openai.InternalServerError):  # the one trial fails: open again
         await ask(fragile)
-    assert fragile.stats()["resources"]["openai.llm"]["breaker"] == "open"
+    assert fragile.stats().resources["openai.llm"].breaker == "open"
     with pytest.raises(CircuitOpenError):
         await ask(fragile)
 
     await asyncio.sleep(0.25)
     assert await ask(fragile) == "You said: hi"  # the trial succeeds: closed
-    assert fragile.stats()["resources"]["openai.llm"]["breaker"] == "closed"
+    assert fragile.stats().resources["openai.llm"].breaker == "closed"
     assert await ask(fragile) == "You said: hi"
     assert server.count("/chat/completions") == 6
 
@@ -125,9 +125,9 @@ async def test_a_response_slower_than_the_timeout_counts_as_a_timeout(
     server.script(Rule(fault=Fault(delay_s=1.5)))
     with pytest.raises(openai.APITimeoutError):
         await ask(fragile)
-    entry = fragile.stats()["resources"]["openai"]
-    assert (entry["timeouts"], entry["failures"]) == (1, 1)
-    assert "Timeout" in entry["last_error"]
+    entry = fragile.stats().resources["openai"]
+    assert (entry.counts.timeouts, entry.counts.failures) == (1, 1)
+    assert "Timeout" in entry.last_error
 
 
 async def test_a_reset_mid_stream_is_a_failure_and_is_not_retried_after_the_first_chunk(
@@ -146,7 +146,7 @@ async def test_a_reset_mid_stream_is_a_failure_and_is_not_retried_after_the_firs
 
     assert len(received) == 3  # what reached the caller stays said; nothing is repeated
     assert server.count("/chat/completions") == 1
-    assert fragile.stats()["resources"]["openai"]["failures"] == 1
+    assert fragile.stats().resources["openai"].counts.failures == 1
 
 
 async def test_a_stream_that_fails_before_its_first_chunk_is_retried(
@@ -174,7 +174,7 @@ async def test_the_retry_budget_caps_attempts_during_a_long_outage(
         for _ in range(100):
             with pytest.raises(openai.InternalServerError):
                 await pool.call("openai", lambda: ask(pool), policy=policy)
-        denied = pool.stats()["resources"]["openai"]["retries_denied"]
+        denied = pool.stats().resources["openai"].retries_denied
     finally:
         await pool.aclose()
 
@@ -214,13 +214,13 @@ async def test_a_stream_counts_when_it_begins_and_a_later_break_turns_it_into_a_
     stream = await client.chat.completions.create(model="m", messages=ASK, stream=True)  # type: ignore[arg-type]
     chunks = aiter(stream)
     await anext(chunks)
-    entry = fragile.stats()["resources"]["openai"]
+    entry = fragile.stats().resources["openai"]
     # mid-stream, e.g. while a tool runs: the provider is answering, and the stats say so
-    assert (entry["requests"], entry["successes"], entry["health"]) == (1, 1, "HEALTHY")
+    assert (entry.counts.requests, entry.counts.successes, entry.health) == (1, 1, "HEALTHY")
 
     with pytest.raises(openai.APIConnectionError):
         async for _ in chunks:
             pass
-    entry = fragile.stats()["resources"]["openai"]
-    assert (entry["requests"], entry["successes"], entry["failures"]) == (1, 0, 1)
-    assert entry["stream_failures"] == 1
+    entry = fragile.stats().resources["openai"]
+    assert (entry.counts.requests, entry.counts.successes, entry.counts.failures) == (1, 0, 1)
+    assert entry.counts.stream_failures == 1

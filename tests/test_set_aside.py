@@ -18,14 +18,14 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
-from pool import RetryPolicy, Settings, get_pool
-from tests.conftest import supabase_settings, truncate
-from tests.support.postgrest import PostgrestServer
-from tools.memory import MemoryService, Write
-from tools.outbox import Outbox
+from pool import RetryPolicy, get_pool
+from testbed.postgrest import PostgrestServer
+from testbed.waiting import wait_until
+from tests.support.services import supabase_settings, truncate
+from tools.memory import MemoryService, Outbox, Write, memory_store
+from tools.memory.stores.sqlite import SqliteStore
 from tools.pool_tools import stats_report
-from tools.stores import memory_store
-from tools.stores.sqlite import SqliteStore
+from tools.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN = "forbidden"
@@ -93,7 +93,7 @@ async def test_one_refused_write_is_set_aside_alone_and_replayed_after_the_fix(
             found = await memory.get(f"user-{i % 3}", "FACT", f"k{i}")
             assert (found is None) == (i == 17), i
         # a refusal says the store is up: counted apart, the breaker stays closed
-        assert store.meter.metrics.refused >= 1
+        assert store.meter.metrics.counts.refused >= 1
         assert store.meter.breaker.state == "closed"
         stats = await stats_report(memory.pool, outbox)
         assert '"memory_outbox":{"pending":0,"retrying":0,"set_aside":1}' in stats
@@ -113,7 +113,7 @@ def agent(args: list[str], settings: Settings) -> subprocess.CompletedProcess[st
     env = {
         **os.environ,
         "MEMORY_BACKEND": "sqlite",
-        "MEMORY_SQLITE_PATH": settings.memory_sqlite_path,
+        "MEMORY_SQLITE_PATH": settings.sqlite_path,
         "MEMORY_OUTBOX_PATH": settings.memory_outbox_path,
     }
     return subprocess.run(
@@ -130,7 +130,7 @@ async def test_the_memory_command_lists_set_aside_writes_and_replays_them(
     settings: Settings,
 ) -> None:
     pool = get_pool(settings)
-    store = await memory_store(pool)
+    store = await memory_store(pool, settings)
     assert isinstance(store, SqliteStore)
 
     async def store_for() -> SqliteStore:
@@ -179,10 +179,11 @@ async def test_an_outage_is_logged_once_summarised_and_ended_with_the_count_repl
     postgrest.reset()
     await truncate(postgrest.dsn)
     # the breaker opens during the outage and lets a trial call through soon after
-    pool = get_pool(replace(supabase_settings(settings, postgrest), breaker_reset_s=0.5))
+    settings = replace(supabase_settings(settings, postgrest), breaker_reset_s=0.5)
+    pool = get_pool(settings)
 
     async def store_for() -> object:
-        return await memory_store(pool)
+        return await memory_store(pool, settings)
 
     outbox = Outbox(
         settings.memory_outbox_path,
@@ -191,30 +192,26 @@ async def test_an_outage_is_logged_once_summarised_and_ended_with_the_count_repl
         summary_every_s=0.5,
     )
     await outbox.open()
-    caplog.set_level(logging.INFO, logger="memory.outbox")
+    caplog.set_level(logging.INFO, logger="tools.memory.outage_log")
     postgrest.down = True
     began = time.monotonic()
     outbox.start()
     try:
         for i in range(5):
             await outbox.put([Write("ada", "FACT", f"k{i}", f"v{i}", time.time())])
-        deadline = time.monotonic() + 30
-        while outbox.failed_flushes < 30 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: outbox.failed_flushes >= 30, 30, what="30 failed flushes")
         await asyncio.sleep(1.2)  # at least two summaries due
         failures = outbox.failed_flushes
         postgrest.down = False
-        while await outbox.pending() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        while outbox.outage.active and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: not outbox.outage.active, 30, what="the outage to end")
+        assert await outbox.pending() == 0
         # the outage ends for the outbox when the store's breaker lets a write through
         lasted = time.monotonic() - began
     finally:
         await outbox.aclose(deadline_s=2)
         await pool.aclose()
 
-    said = [r for r in caplog.records if r.name == "memory.outbox"]
+    said = [r for r in caplog.records if r.name == "tools.memory.outage_log"]
     warnings = [r.getMessage() for r in said if r.levelno == logging.WARNING]
     assert failures >= 30
     assert warnings[0].startswith("memory store unreachable (APIError: ")

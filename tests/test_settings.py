@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 
-from pool import ConfigError, Settings, redact
+from pool import ConfigError, PoolSettings, redact
+from tools.settings import Settings
 
 
 def test_defaults_match_the_documented_ones() -> None:
@@ -31,6 +34,10 @@ def test_defaults_match_the_documented_ones() -> None:
             "SUPABASE_ANON_KEY with SUPABASE_JWT_SECRET",
         ),
         ({"HTTP_MAX_PER_HOST": "200"}, "cannot be larger than HTTP_MAX_CONNECTIONS"),
+        ({"DRAIN_TIMEOUT_S": "inf"}, "DRAIN_TIMEOUT_S must be a finite number"),
+        ({"CALL_DEADLINE_S": "nan"}, "CALL_DEADLINE_S must be a finite number"),
+        ({"PROMETHEUS_PORT": "99999"}, "PROMETHEUS_PORT must be a port number from 1 to 65535"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR"),
         ({"REDIS_SENTINELS": "127.0.0.1"}, "REDIS_SENTINELS must be host:port"),
         ({"REDIS_SENTINELS": "127.0.0.1:26379"}, "REDIS_SENTINELS and REDIS_SENTINEL_MASTER"),
         ({"DATABASE_READ_URL": "postgresql://r:5432/db"}, "needs MEMORY_BACKEND=postgres"),
@@ -93,3 +100,18 @@ def test_several_database_hosts_and_sentinels_are_read() -> None:
     shown = repr(settings) + str(settings.public())
     assert "pw-7c1d" not in shown and "redis-pw-93ab" not in shown
     assert {"redis-pw-93ab", settings.database_read_url} <= set(settings.secrets)
+
+
+def test_every_default_is_written_once_on_its_field() -> None:
+    """An empty environment gives exactly the fields' own defaults."""
+    assert Settings.from_env({}) == Settings()
+    assert PoolSettings.from_env({}) == PoolSettings()
+
+
+def test_the_pool_reads_only_its_own_settings() -> None:
+    pool_fields = {f.name for f in fields(PoolSettings)}
+    assert {"breaker_reset_s", "openai_read_timeout_s", "cache_ttl_s"} <= pool_fields
+    assert not {"memory_backend", "agent_name", "llm_providers", "ack_after_s"} & pool_fields
+    # the agent's settings are the pool's plus its own, one environment read for both
+    settings = Settings.from_env({"BREAKER_RESET_S": "7", "AGENT_NAME": "ada"})
+    assert (settings.breaker_reset_s, settings.agent_name) == (7.0, "ada")

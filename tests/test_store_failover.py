@@ -14,15 +14,16 @@ from dataclasses import replace
 import asyncpg
 import pytest
 
-from pool import Settings, get_pool
-from tests.conftest import migrate, missing
-from tests.support.openai_server import OpenAIServer
-from tests.support.postgres import PostgresServer, ServiceMissingError
-from tests.support.redis_sentinel import MASTER_NAME, RedisSentinelCluster
-from tools.greeting import greeting_for
-from tools.memory import Memory, MemoryService
-from tools.stores import open_memory_service
-from tools.stores.postgres import PostgresStore
+from pool import ResourceStats, get_pool
+from testbed.openai_server import OpenAIServer
+from testbed.postgres import PostgresServer, ServiceMissingError
+from testbed.redis_sentinel import MASTER_NAME, RedisSentinelCluster
+from testbed.waiting import wait_until
+from tests.support.services import migrate, missing
+from tools.conversation import greeting_for
+from tools.memory import Memory, MemoryService, open_memory_service
+from tools.memory.stores.postgres import PostgresStore
+from tools.settings import Settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -85,8 +86,8 @@ async def remember(server: PostgresServer, user: str, key: str, value: str) -> N
         await conn.close()
 
 
-def replica_stats(memory: MemoryService) -> dict[str, object]:
-    return memory.pool.stats()["resources"]["postgres.replica"]  # type: ignore[no-any-return]
+def replica_stats(memory: MemoryService) -> ResourceStats:
+    return memory.pool.stats().resources["postgres.replica"]
 
 
 async def test_recall_reads_the_replica_and_falls_back_to_the_primary(
@@ -105,10 +106,10 @@ async def test_recall_reads_the_replica_and_falls_back_to_the_primary(
     await caught_up(primary, replica)
 
     reader_pool = get_pool(configured)
-    reader = await open_memory_service(reader_pool)
+    reader = await open_memory_service(reader_pool, configured)
     try:
         assert [m.value for m in await reader.recall("ada")] == ["Turin"]
-        assert replica_stats(reader)["requests"] >= 1  # the lag check, then the recall
+        assert replica_stats(reader).counts.requests >= 1  # the lag check, then the recall
 
         # replay paused: the replica falls behind, and past the lag limit the primary answers
         async with asyncpg.create_pool(replica.dsn, min_size=1, max_size=1) as r:
@@ -130,7 +131,7 @@ async def test_recall_reads_the_replica_and_falls_back_to_the_primary(
         took = time.perf_counter() - started
         assert {m.key for m in found} == {"city", "pet"}
         assert took < 2.0, took  # a refused connection, then the primary: no hang
-        assert replica_stats(reader)["failures"] >= 1
+        assert replica_stats(reader).counts.failures >= 1
     finally:
         await reader.aclose()
         await reader_pool.aclose()
@@ -141,8 +142,9 @@ async def test_a_primary_lost_during_500_saves_loses_nothing(
 ) -> None:
     primary, replica = cluster
     hosts = f"postgresql://postgres@127.0.0.1:{primary.port},127.0.0.1:{replica.port}/postgres"
-    pool = get_pool(replace(settings, memory_backend="postgres", database_url=hosts))
-    memory = await open_memory_service(pool)
+    settings = replace(settings, memory_backend="postgres", database_url=hosts)
+    pool = get_pool(settings)
+    memory = await open_memory_service(pool, settings)
     assert memory.outbox is not None
     outcomes: list[str] = []
     lost_at = promoted_at = 0.0
@@ -160,13 +162,15 @@ async def test_a_primary_lost_during_500_saves_loses_nothing(
                 outcomes.append(await memory.save("rita", "FACT", "counter", f"{i:03d}"))
             else:
                 outcomes.append(await memory.save("rita", "FACT", f"k{i:03d}", f"v{i}"))
-        deadline = time.monotonic() + 60
-        while await memory.outbox.pending() and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        assert await memory.outbox.pending() == 0
+        outbox = memory.outbox
+
+        async def drained() -> bool:
+            return await outbox.pending() == 0
+
+        await wait_until(drained, 60, what="the outbox to drain", every_s=0.2)
         store = await memory.store()
         assert isinstance(store, PostgresStore)
-        stats = pool.stats()["resources"]["postgres"]
+        stats = pool.stats().resources["postgres"]
     finally:
         await memory.aclose()
         await pool.aclose()
@@ -179,7 +183,7 @@ async def test_a_primary_lost_during_500_saves_loses_nothing(
     assert len(found) == 401  # 400 keys + the counter: every acknowledged write, once
     assert all(found[f"k{i:03d}"] == f"v{i}" for i in range(500) if i % 5 != 4)
     assert found["counter"] == "499"  # the newest of its 100 writes, whatever the replay order
-    assert stats["failures"] >= 1
+    assert stats.counts.failures >= 1
 
 
 @pytest.fixture
@@ -204,7 +208,7 @@ async def test_the_greeting_cache_rides_a_redis_sentinel_failover(
             settings,
             redis_sentinels=sentinel_cluster.sentinels,
             redis_sentinel_master=MASTER_NAME,
-            greeting_cache_size=1,  # nearly every lookup reaches the shared layer
+            cache_max_entries=1,  # nearly every lookup reaches the shared layer
         )
     )
     now = time.time()
@@ -220,22 +224,24 @@ async def test_the_greeting_cache_rides_a_redis_sentinel_failover(
                 killed_at = time.perf_counter()
                 shared_hits_at_kill = pool.cache.hits_shared
             user = users[i % len(users)]
-            greeting = await greeting_for(pool, user, memories[user])  # never raises
+            greeting = await greeting_for(
+                pool, user, memories[user], model=settings.llm_model
+            )  # never raises
             assert greeting
             if killed_at and not served_again_at and pool.cache.hits_shared > shared_hits_at_kill:
                 served_again_at = time.perf_counter()
             await asyncio.sleep(0.015)
         deadline = time.monotonic() + 30
         while not served_again_at and time.monotonic() < deadline:
-            await greeting_for(pool, users[0], memories[users[0]])
+            await greeting_for(pool, users[0], memories[users[0]], model=settings.llm_model)
             if pool.cache.hits_shared > shared_hits_at_kill:
                 served_again_at = time.perf_counter()
             await asyncio.sleep(0.05)
-        redis_stats = pool.stats()["resources"]["redis"]
+        redis_stats = pool.stats().resources["redis"]
     finally:
         await pool.aclose()
 
     assert sentinel_cluster.master_address() != first_master  # the replica was promoted
     assert served_again_at, "the shared layer never served again after the failover"
     print(f"redis master lost → first shared cache hit: {served_again_at - killed_at:.2f} s")
-    assert redis_stats["failures"] >= 1  # the outage shows in its health
+    assert redis_stats.counts.failures >= 1  # the outage shows in its health

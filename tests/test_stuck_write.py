@@ -12,12 +12,11 @@ from dataclasses import replace
 import asyncpg
 import pytest
 
-from pool import CircuitOpenError, Settings, get_pool
-from tests.conftest import truncate
-from tools.memory import MemoryService, Write
-from tools.memory_cli import describe
-from tools.outbox import MAX_FAILURES
-from tools.stores import open_memory_service
+from pool import CircuitOpenError, get_pool
+from tests.support.services import truncate
+from tools.memory import MAX_FAILURES, MemoryService, Write, open_memory_service
+from tools.memory.cli import describe
+from tools.settings import Settings
 
 pytestmark = pytest.mark.postgres
 
@@ -27,8 +26,9 @@ async def pg_memory(pg_dsn: str, settings: Settings) -> AsyncIterator[MemoryServ
     await truncate(pg_dsn)
     # asyncpg passes unknown DSN parameters to the server: a locked row now fails in 300 ms
     dsn = f"{pg_dsn}?statement_timeout=300"
-    pool = get_pool(replace(settings, memory_backend="postgres", database_url=dsn))
-    memory = await open_memory_service(pool)
+    settings = replace(settings, memory_backend="postgres", database_url=dsn)
+    pool = get_pool(settings)
+    memory = await open_memory_service(pool, settings)
     yield memory
     await memory.aclose(deadline_s=1)
     await pool.aclose()

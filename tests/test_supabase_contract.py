@@ -11,13 +11,18 @@ import pytest
 from postgrest import APIError
 from postgrest.types import ReturnMethod
 
-from pool import Settings, get_pool
-from tests.conftest import supabase_settings, truncate
-from tests.support.postgrest import PostgrestServer
-from tools.memory import MemoryService, batch_memory_operations
-from tools.model import Write
-from tools.stores import memory_store, open_memory_service
-from tools.stores.supabase import SupabaseStore
+from pool import get_pool
+from testbed.postgrest import PostgrestServer
+from tests.support.services import supabase_settings, truncate
+from tools.memory import (
+    MemoryService,
+    Write,
+    batch_memory_operations,
+    memory_store,
+    open_memory_service,
+)
+from tools.memory.stores.supabase import SupabaseStore
+from tools.settings import Settings
 
 pytestmark = pytest.mark.postgres
 CONFLICT = "user_id,category,key"
@@ -28,8 +33,9 @@ MINIMAL = ReturnMethod.minimal
 async def memory(postgrest: PostgrestServer, settings: Settings) -> AsyncIterator[MemoryService]:
     postgrest.reset()
     await truncate(postgrest.dsn)
-    pool = get_pool(supabase_settings(settings, postgrest))
-    service = await open_memory_service(pool)
+    settings = supabase_settings(settings, postgrest)
+    pool = get_pool(settings)
+    service = await open_memory_service(pool, settings)
     yield service
     await service.aclose()
     await pool.aclose()
@@ -115,7 +121,7 @@ async def test_the_service_role_key_still_works_for_admin_work(
     )
     pool = get_pool(admin)
     try:
-        store = await memory_store(pool)
+        store = await memory_store(pool, admin)
         await store.apply([Write("carol", "FACT", "city", "Oslo", 1_800_000_000.0)])
         found = await store.recall("carol")
     finally:
@@ -154,7 +160,7 @@ async def test_every_replay_order_ends_with_the_newest_write(
         configured = supabase_settings(settings, postgrest)
     pool = get_pool(configured)
     try:
-        store = await memory_store(pool)
+        store = await memory_store(pool, configured)
         for order in itertools.permutations(writes):
             await truncate(dsn)
             for write in order:

@@ -9,19 +9,20 @@ from pathlib import Path
 import pytest
 from livekit.plugins import silero
 
-from agent import Assistant, build_session
-from pool import ConnectionPool, Settings, get_pool
-from pool.settings import Provider
-from tests.conftest import wait_until
-from tests.support.audio_io import CapturedAudio, SpeechInput, speak_to_frames
-from tests.support.openai_server import (
+from agent import Assistant
+from pool import ConnectionPool, get_pool
+from testbed.audio_io import CapturedAudio, SpeechInput, speak_to_frames
+from testbed.openai_server import (
     Fault,
     OpenAIServer,
     Rule,
     has_tool_result,
     last_user_text,
 )
-from tools.session import SessionData
+from testbed.waiting import wait_until
+from tests.support.services import settings_of
+from tools.conversation import SessionData, build_session
+from tools.settings import Provider, Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("espeak")]
 
@@ -31,9 +32,10 @@ async def voice_turn(
 ) -> tuple[CapturedAudio, SpeechInput]:
     """One spoken turn; ``server`` is the one that transcribes and speaks."""
     server.transcripts.append(transcript)
-    userdata = SessionData(pool=pool, settings=pool.settings, user_id="voice-user")
+    settings = settings_of(pool)
+    userdata = SessionData(pool=pool, settings=settings, user_id="voice-user")
     speech, captured = SpeechInput(), CapturedAudio()
-    session = await build_session(pool, userdata, vad)
+    session = await build_session(pool, settings, userdata, vad)
     session.input.audio = speech
     session.output.audio = captured
     async with session:
@@ -97,29 +99,30 @@ async def test_stt_and_tts_fail_over_to_the_next_provider(
             Rule(text="The backup heard you.", when=lambda b: "weather" in last_user_text(b)),
         )
         backup.transcripts.append("what's the weather like")
-        pool = get_pool(replace(settings, stt_providers=chain, tts_providers=chain))
-        userdata = SessionData(pool=pool, settings=pool.settings, user_id="voice-user")
+        settings = replace(settings, stt_providers=chain, tts_providers=chain)
+        pool = get_pool(settings)
+        userdata = SessionData(pool=pool, settings=settings, user_id="voice-user")
         speech, captured = SpeechInput(), CapturedAudio()
         utterance = speak_to_frames("What is the weather like today?", tmp_path)
         try:
-            session = await build_session(pool, userdata, vad)
+            session = await build_session(pool, settings, userdata, vad)
             session.input.audio, session.output.audio = speech, captured
             async with session:
                 await session.start(Assistant())
                 speech.say(utterance)
                 # livekit's STT FallbackAdapter switches providers but does not replay the
                 # failed utterance to the next one: the user has to say it again
-                await wait_until(lambda: pool.stats()["resources"]["primary"]["failures"] >= 1)
+                await wait_until(lambda: pool.stats().resources["primary"].counts.failures >= 1)
                 await wait_until(lambda: session.user_state != "speaking")
                 speech.say(utterance)
                 await wait_until(lambda: captured.seconds >= 0.25)
                 speech.close()
-            stats = pool.stats()["resources"]
+            stats = pool.stats().resources
         finally:
             await pool.aclose()
 
         assert backup.count("/audio/transcriptions") >= 1
         assert backup.bodies("/audio/speech")[0]["input"] == "The backup heard you."
         assert server.count("/audio/speech") >= 1  # the primary was asked first, and failed
-        assert stats["primary"]["failures"] >= 2
-        assert stats["backup"]["health"] == "HEALTHY"
+        assert stats["primary"].counts.failures >= 2
+        assert stats["backup"].health == "HEALTHY"

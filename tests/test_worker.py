@@ -16,9 +16,10 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests.conftest import SECRET_MARKER
+from testbed.openai_server import Fault, OpenAIServer, Rule, system_text
+from testbed.waiting import wait_until_sync
 from tests.support.console import ROOT, agent_env, spawn_console
-from tests.support.openai_server import Fault, OpenAIServer, Rule, system_text
+from tests.support.services import SECRET_MARKER
 
 pytestmark = pytest.mark.slow
 
@@ -98,9 +99,8 @@ def test_sigterm_during_a_job_flushes_memory_and_closes_the_pool(
         child.expect("Type to talk", timeout=90)
         child.send("I live in Paris\r")
         child.expect("You said: I live in Paris", timeout=60)
-        deadline = time.monotonic() + 30
-        while server.count("/chat/completions") < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)  # the turn, then the two learning calls, have been sent
+        # the turn, then the two learning calls, have been sent
+        wait_until_sync(lambda: server.count("/chat/completions") >= 3, 30, what="three calls")
         child.kill(signal.SIGTERM)
         child.expect(pexpect.EOF, timeout=60)
     finally:

@@ -15,16 +15,17 @@ from livekit import rtc
 from livekit.agents import APIConnectOptions, APIStatusError
 from livekit.plugins import silero
 
-from agent import Assistant, build_session
-from pool import ConfigError, Settings, get_pool
-from pool.settings import Provider
-from tests.conftest import wait_until
-from tests.support.audio_io import CapturedAudio, SpeechInput, speak_to_frames
-from tests.support.openai_server import Fault, OpenAIServer, Rule, last_user_text
-from tests.support.yandex_double import Trouble, YandexDouble
+from agent import Assistant
+from pool import ConfigError, get_pool
+from testbed.audio_io import CapturedAudio, SpeechInput, speak_to_frames
+from testbed.openai_server import Fault, OpenAIServer, Rule, last_user_text
+from testbed.threaded import Trouble
+from testbed.waiting import wait_until
+from testbed.yandex import YandexDouble
+from tools.conversation import SessionData, build_session
 from tools.pool_tools import stats_summary
 from tools.providers import build_stt, build_tts
-from tools.session import SessionData
+from tools.settings import Provider, Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("espeak")]
 KEY = "yandex-api-key-5e2c"
@@ -64,7 +65,7 @@ async def spoken_turn(
     userdata = SessionData(pool=pool, settings=settings, user_id="voice-user")
     speech, captured = SpeechInput(), CapturedAudio()
     try:
-        session = await build_session(pool, userdata, vad)
+        session = await build_session(pool, settings, userdata, vad)
         session.input.audio, session.output.audio = speech, captured
         async with session:
             await session.start(Assistant())
@@ -95,7 +96,8 @@ async def test_a_spoken_turn_is_heard_and_voiced_by_speechkit(
     assert captured.seconds >= 0.25  # SpeechKit's PCM reached the output
     assert server.count("/audio/transcriptions") == server.count("/audio/speech") == 0
     entry = stats["yandex"]
-    assert (entry["kind"], entry["priority"], entry["max_connections"]) == ("yandex", 30, 40)
+    info = entry["info"]
+    assert (info["kind"], info["priority"], info["max_connections"]) == ("yandex", 30, 40)
     assert stats["yandex.stt"]["health"] == "HEALTHY" and stats["yandex.tts"]["requests"] >= 1
 
 
@@ -136,9 +138,10 @@ async def test_the_chain_moves_from_openai_to_speechkit_and_back(
 async def test_speechkit_errors_become_livekit_errors_and_open_its_breaker(
     settings: Settings, yandex: YandexDouble, vad: silero.VAD
 ) -> None:
-    pool = get_pool(replace(settings, tts_providers=(speechkit(yandex),)))
+    settings = replace(settings, tts_providers=(speechkit(yandex),))
+    pool = get_pool(settings)
     try:
-        voice = await build_tts(pool)
+        voice = await build_tts(pool, settings)
         once = APIConnectOptions(max_retry=0, timeout=2.0)
         yandex.fail("tts", Trouble(status=401))
         with pytest.raises(APIStatusError) as refused:
@@ -156,9 +159,9 @@ async def test_speechkit_errors_become_livekit_errors_and_open_its_breaker(
         with pytest.raises(Exception, match="circuit breaker is open"):
             await voice.synthesize("hello", conn_options=once).collect()
         assert yandex.requests["tts"] == asked
-        assert pool.stats()["resources"]["yandex.tts"]["breaker"] == "open"
+        assert pool.stats().resources["yandex.tts"].breaker == "open"
         # the STT capability has its own breaker, still closed
-        await build_stt(pool, vad)
+        await build_stt(pool, settings, vad)
         assert pool.meter("yandex.stt").breaker.state == "closed"
     finally:
         await pool.aclose()
@@ -167,9 +170,10 @@ async def test_speechkit_errors_become_livekit_errors_and_open_its_breaker(
 async def test_a_slow_answer_fails_the_attempt_within_its_timeout(
     settings: Settings, yandex: YandexDouble, vad: silero.VAD
 ) -> None:
-    pool = get_pool(replace(settings, stt_providers=(speechkit(yandex),)))
+    settings = replace(settings, stt_providers=(speechkit(yandex),))
+    pool = get_pool(settings)
     try:
-        engine = await build_stt(pool, vad)
+        engine = await build_stt(pool, settings, vad)
         yandex.fail("stt", Trouble(delay_s=5.0))
         frame = rtc.AudioFrame(b"\0\0" * 16000, 16000, 1, 16000)
         with pytest.raises(Exception) as slow:
@@ -183,9 +187,10 @@ async def test_fifty_concurrent_syntheses_stay_within_the_connection_limit(
     settings: Settings, yandex: YandexDouble
 ) -> None:
     limit = 8
-    pool = get_pool(replace(settings, tts_providers=(speechkit(yandex, max_connections=limit),)))
+    settings = replace(settings, tts_providers=(speechkit(yandex, max_connections=limit),))
+    pool = get_pool(settings)
     try:
-        voice = await build_tts(pool)
+        voice = await build_tts(pool, settings)
         yandex.fail("tts", Trouble(delay_s=0.2))  # every answer takes a while
         frames = await asyncio.gather(*(voice.synthesize(f"n{i}").collect() for i in range(50)))
     finally:

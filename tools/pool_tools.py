@@ -1,4 +1,5 @@
-"""The pool as the LLM sees it: compact, readable, with no secret in it."""
+"""The pool as the LLM (and the room page's panel) sees it: compact, readable, with no
+secret in it."""
 
 from __future__ import annotations
 
@@ -7,34 +8,14 @@ from typing import Any
 
 from pool import ConnectionPool, redact
 
-from .outbox import Outbox
+from .memory import Outbox
 
 
 def stats_summary(pool: ConnectionPool) -> dict[str, Any]:
-    """The fields worth reading aloud, per resource that has been used or created."""
+    """The figures worth reading aloud, per resource that has been used or created."""
     stats = pool.stats()
-    resources: dict[str, Any] = {}
-    for name, entry in stats["resources"].items():
-        if entry["client"] == "not created" and entry["requests"] == 0:
-            continue
-        latency = entry["latency_ms"] or {}
-        resources[name] = {
-            "health": entry["health"],
-            "breaker": entry["breaker"],
-            "requests": entry["requests"],
-            "failures": entry["failures"],
-            "timeouts": entry["timeouts"],
-            "success_rate": entry["success_rate"],
-            "p95_ms": latency.get("p95"),
-            "connections_opened": entry["connections"]["opened"],
-            "connections_reused": entry["connections"]["reused"],
-            "last_error": entry["last_error"],
-        }
-        # a provider's kind, priority and connection limit, where it has them
-        for detail in ("kind", "priority", "max_connections"):
-            if detail in entry:
-                resources[name][detail] = entry[detail]
-    return {"pool": stats["state"], "uptime_s": stats["uptime_s"], "resources": resources}
+    resources = {name: r.summary() for name, r in stats.resources.items() if r.used}
+    return {"pool": stats.state, "uptime_s": stats.uptime_s, "resources": resources}
 
 
 async def stats_report(pool: ConnectionPool, outbox: Outbox | None = None) -> str:

@@ -129,7 +129,8 @@ function renderStats(stats) {
   const rows = [];
   for (const [name, r] of Object.entries(stats.resources)) {
     const trend = trends.get(name) ?? [];
-    if (r.p95_ms != null) trend.push(r.p95_ms);
+    const p95 = r.latency_ms.p95;
+    if (p95 != null) trend.push(p95);
     trends.set(name, trend.slice(-TREND_POINTS));
     const tr = document.createElement("tr");
     tr.dataset.resource = name;
@@ -138,8 +139,8 @@ function renderStats(stats) {
       cell(r.health, r.health),
       cell(r.breaker, r.breaker),
       cell(String(r.requests)),
-      cell(r.p95_ms == null ? null : r.p95_ms.toFixed(1)),
-      cell(`${r.connections_opened} / ${r.connections_reused}`),
+      cell(p95 == null ? null : p95.toFixed(1)),
+      cell(`${r.connections.opened} / ${r.connections.reused}`),
     );
     const spark = document.createElement("td");
     spark.innerHTML = sparkline(trends.get(name));

@@ -1,1 +1,2 @@
-"""Local servers the tests talk to over real sockets: no mocks patched into the code."""
+"""Helpers of the test suite alone: fixtures' plumbing, waiting, and the small programs some
+tests run as processes. The servers they talk to are in `testbed/`."""

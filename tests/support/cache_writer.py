@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from pool import Settings, get_pool
+from pool import get_pool
+from tools.settings import Settings
 
 
 async def main(sqlite_path: str, redis_url: str, key: str, value: str) -> None:
-    pool = get_pool(Settings(memory_sqlite_path=sqlite_path, redis_url=redis_url or None))
+    pool = get_pool(Settings(sqlite_path=sqlite_path, redis_url=redis_url or None))
 
     async def compute() -> str:
         return value

@@ -3,31 +3,14 @@ directory, with only the environment the test gives it."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pexpect
 
-ROOT = Path(__file__).resolve().parents[2]
-AGENT_SETTINGS = ("OPENAI_", "LIVEKIT_", "MEMORY_", "DATABASE_", "SUPABASE_", "REDIS_")
+from testbed.worker import ROOT, agent_env
 
-
-def agent_env(workdir: Path, **extra: str) -> dict[str, str]:
-    """This process's environment without any agent setting, plus ``extra``."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(
-            ("OPENAI_", "LIVEKIT_", "MEMORY_", "DATABASE_", "SUPABASE_", "REDIS_")
-        )
-    }
-    env.update(
-        MEMORY_SQLITE_PATH=str(workdir / "memory.db"),
-        MEMORY_OUTBOX_PATH=str(workdir / "outbox.db"),
-        **extra,
-    )
-    return env
+__all__ = ["ROOT", "agent_env", "spawn_console"]
 
 
 def spawn_console(env: dict[str, str], workdir: Path) -> pexpect.spawn:

@@ -12,10 +12,9 @@ import asyncio
 import sys
 import time
 
-from pool import Settings, get_pool
-from tools.memory import Write
-from tools.outbox import Outbox
-from tools.stores import memory_store
+from pool import get_pool
+from tools.memory import Outbox, Write, memory_store
+from tools.settings import Settings
 
 
 async def main(dsn: str, outbox_path: str, count: int) -> None:
@@ -23,7 +22,7 @@ async def main(dsn: str, outbox_path: str, count: int) -> None:
     pool = get_pool(settings)
 
     async def store():  # type: ignore[no-untyped-def]
-        return await memory_store(pool)
+        return await memory_store(pool, settings)
 
     # small batches, so a kill lands in the middle of the flushing
     outbox = await Outbox(outbox_path, store, batch_size=25).open()

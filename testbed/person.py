@@ -1,0 +1,236 @@
+"""A person in a LiveKit room, as the LiveKit Python SDK lets a test be one: a microphone
+that speaks espeak-ng sentences in real time, ears on the agent's audio track (with the
+time of every sound), and eyes on the transcription stream ``lk.transcription``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from livekit import api, rtc
+from livekit.agents.types import (
+    ATTRIBUTE_AGENT_STATE,
+    ATTRIBUTE_TRANSCRIPTION_FINAL,
+    ATTRIBUTE_TRANSCRIPTION_TRACK_ID,
+    TOPIC_TRANSCRIPTION,
+)
+
+from room.livekit_server import API_KEY, API_SECRET
+
+from .audio_io import FRAME_MS, SAMPLE_RATE, silence
+
+# int16 RMS; espeak speech and the test server's tone are in the thousands, silence is 0
+SOUND_RMS = 200.0
+
+
+def token(identity: str, room: str, *, agent: str | None = None) -> str:
+    """A join token; ``agent`` dispatches that agent to the room when it is created."""
+    grant = (
+        api.AccessToken(API_KEY, API_SECRET)
+        .with_identity(identity)
+        .with_name(identity)
+        .with_grants(api.VideoGrants(room_join=True, room=room))
+    )
+    if agent:
+        grant = grant.with_room_config(
+            api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=agent)])
+        )
+    return grant.to_jwt()
+
+
+@dataclass
+class Line:
+    """One finished line of transcription: who said it (``agent`` or ``user``) and what."""
+
+    speaker: str
+    text: str
+    at: float
+
+
+@dataclass
+class Heard:
+    """What the person heard from the agent: sounds (start times) and their total length."""
+
+    sound_starts: list[float] = field(default_factory=list)
+    sound_s: float = 0.0
+    peak_rms: float = 0.0
+    last_sound_at: float | None = None
+
+
+class Person:
+    def __init__(self, url: str, identity: str, room: str, *, agent: str | None = None) -> None:
+        self.url = url
+        self.agent = agent
+        self.identity = identity
+        self.room_name = room
+        self.room = rtc.Room()
+        self.heard = Heard()
+        self.lines: list[Line] = []
+        self.agent_states: list[str] = []
+        self.agent_state_at: list[tuple[str, float]] = []  # each change, when it arrived
+        self.speech_ended_at: list[float] = []
+        self.agent_identity: str | None = None
+        self.agent_left = asyncio.Event()
+        self._source = rtc.AudioSource(SAMPLE_RATE, 1)
+        self._queue: asyncio.Queue[list[rtc.AudioFrame]] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._mic_track_sid: str | None = None
+
+    async def join(self) -> Person:
+        self.room.on("track_subscribed", self._on_track)
+        self.room.on("participant_attributes_changed", self._on_attributes)
+        self.room.on("participant_connected", self._on_participant)
+        self.room.on("participant_disconnected", self._on_left)
+        self.room.register_text_stream_handler(TOPIC_TRANSCRIPTION, self._on_text)
+        await self.room.connect(self.url, token(self.identity, self.room_name, agent=self.agent))
+        for participant in self.room.remote_participants.values():
+            self._on_participant(participant)
+        track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)
+        publication = await self.room.local_participant.publish_track(
+            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        )
+        self._mic_track_sid = publication.sid
+        self._spawn(self._microphone())
+        return self
+
+    async def leave(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.room.disconnect()
+        await self._source.aclose()
+
+    async def __aenter__(self) -> Person:
+        return await self.join()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.leave()
+
+    # -- speaking ----------------------------------------------------------------------
+
+    def say(self, frames: list[rtc.AudioFrame]) -> None:
+        """Speak these frames next, in real time; silence plays before and after."""
+        self._queue.put_nowait(frames)
+
+    async def say_and_wait(self, frames: list[rtc.AudioFrame]) -> float:
+        """Speak and return when the last frame went out (the end of speech)."""
+        count = len(self.speech_ended_at)
+        self.say(frames)
+        await self.until(lambda: len(self.speech_ended_at) > count, 60, "speaking")
+        return self.speech_ended_at[-1]
+
+    async def _microphone(self) -> None:
+        step = FRAME_MS / 1000
+        next_at = time.perf_counter()
+        current: list[rtc.AudioFrame] = []
+        last_voiced = 0.0
+        while True:
+            if not current and not self._queue.empty():
+                current = list(self._queue.get_nowait())
+            if current:
+                frame = current.pop(0)
+                await self._source.capture_frame(frame)
+                if _rms(frame) >= SOUND_RMS:
+                    last_voiced = time.perf_counter()
+                if not current:
+                    # the end of speech is the last voiced frame, not the clip's trailing silence
+                    self.speech_ended_at.append(last_voiced)
+            else:
+                await self._source.capture_frame(silence())
+            next_at += step
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    # -- hearing -----------------------------------------------------------------------
+
+    def _on_participant(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            self.agent_identity = participant.identity
+            self.agent_left.clear()
+            self._on_attributes({}, participant)
+
+    def _on_left(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.identity == self.agent_identity:
+            self.agent_left.set()
+
+    def _on_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
+        state = participant.attributes.get(ATTRIBUTE_AGENT_STATE)
+        if state and (not self.agent_states or self.agent_states[-1] != state):
+            self.agent_states.append(state)
+            self.agent_state_at.append((state, time.perf_counter()))
+
+    def _on_track(
+        self,
+        track: rtc.Track,
+        publication: rtc.RemoteTrackPublication,
+        participant: rtc.RemoteParticipant,
+    ) -> None:
+        if track.kind == rtc.TrackKind.KIND_AUDIO:
+            self._spawn(self._listen(rtc.AudioStream(track, sample_rate=SAMPLE_RATE)))
+
+    async def _listen(self, stream: rtc.AudioStream) -> None:
+        silent_s = 1.0
+        try:
+            async for event in stream:
+                frame = event.frame
+                rms = _rms(frame)
+                now = time.perf_counter()
+                if rms >= SOUND_RMS:
+                    # a new sound after a pause is a new utterance of the agent
+                    if silent_s >= 0.3:
+                        self.heard.sound_starts.append(now)
+                    self.heard.sound_s += frame.duration
+                    self.heard.peak_rms = max(self.heard.peak_rms, rms)
+                    self.heard.last_sound_at = now
+                    silent_s = 0.0
+                else:
+                    silent_s += frame.duration
+        finally:
+            await stream.aclose()
+
+    def _on_text(self, reader: rtc.TextStreamReader, sender: str) -> None:
+        attributes = reader.info.attributes or {}
+
+        async def read() -> None:
+            text = await reader.read_all()
+            if attributes.get(ATTRIBUTE_TRANSCRIPTION_FINAL) == "false" or not text.strip():
+                return
+            track = attributes.get(ATTRIBUTE_TRANSCRIPTION_TRACK_ID)
+            speaker = "user" if track and track == self._mic_track_sid else "agent"
+            self.lines.append(Line(speaker, text.strip(), time.perf_counter()))
+
+        self._spawn(read())
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- what a test asks ----------------------------------------------------------------
+
+    def said_by_agent(self) -> list[str]:
+        return [line.text for line in self.lines if line.speaker == "agent"]
+
+    def first_sound_after(self, moment: float) -> float | None:
+        return next((t for t in self.heard.sound_starts if t > moment), None)
+
+    async def until(self, condition: object, timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():  # type: ignore[operator]
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{self.identity}: timed out after {timeout_s:.0f} s waiting for {what}; "
+                    f"heard {self.said_by_agent()!r}, states {self.agent_states!r}"
+                )
+            await asyncio.sleep(0.05)
+
+
+def _rms(frame: rtc.AudioFrame) -> float:
+    samples = np.frombuffer(bytes(frame.data), dtype=np.int16).astype(np.float64)
+    return float(np.sqrt(np.mean(samples**2))) if samples.size else 0.0

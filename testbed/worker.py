@@ -1,0 +1,150 @@
+"""`python agent.py start` as a real process against a local LiveKit server: started with
+the test's environment, its output kept in a file, stopped by its pid."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+
+from room.livekit_server import API_KEY, API_SECRET, LiveKitServer
+from room.ports import free_tcp_port
+
+from .person import Person
+
+ROOT = Path(__file__).resolve().parents[1]
+# the variables of the agent's own settings: a test's worker sees only those it is given
+AGENT_SETTINGS = ("OPENAI_", "LIVEKIT_", "MEMORY_", "DATABASE_", "SUPABASE_", "REDIS_")
+
+
+def agent_env(workdir: Path, **extra: str) -> dict[str, str]:
+    """This process's environment without any agent setting, plus ``extra``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(AGENT_SETTINGS)}
+    env.update(
+        MEMORY_SQLITE_PATH=str(workdir / "memory.db"),
+        MEMORY_OUTBOX_PATH=str(workdir / "outbox.db"),
+        **extra,
+    )
+    return env
+
+
+class Worker:
+    def __init__(
+        self,
+        livekit: LiveKitServer,
+        workdir: Path,
+        *,
+        program: Path = ROOT / "agent.py",
+        **env: str,
+    ) -> None:
+        self.program = program
+        self.workdir = workdir
+        self.livekit = livekit
+        # dispatched by name, so rooms reach this worker even with others on the server
+        self.agent_name = env.pop("AGENT_NAME", f"agent-{uuid.uuid4().hex[:8]}")
+        self.env = agent_env(
+            workdir,
+            AGENT_NAME=self.agent_name,
+            LIVEKIT_URL=livekit.url,
+            LIVEKIT_API_KEY=API_KEY,
+            LIVEKIT_API_SECRET=API_SECRET,
+            AGENT_HTTP_PORT=str(free_tcp_port()),
+            **env,
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(
+            tempfile.mkstemp(prefix="agent-worker-", suffix=".log", dir=workdir)[1]
+        )
+
+    def start(self, timeout_s: float = 90.0) -> Worker:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the worker keeps it open
+        self.process = subprocess.Popen(
+            [sys.executable, str(self.program), "start"],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        self.wait_for("registered worker", timeout_s)
+        return self
+
+    def output(self) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")
+        return ""
+
+    def wait_for(self, text: str, timeout_s: float, *, count: int = 1) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.output().count(text) < count:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"the worker exited ({self.process.returncode}):\n{self.tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the worker never logged {text!r}:\n{self.tail()}")
+            time.sleep(0.1)
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
+    def job_processes(self) -> list[psutil.Process]:
+        """The worker's children that run (or wait to run) jobs."""
+        if self.process is None:
+            return []
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return psutil.Process(self.process.pid).children(recursive=True)
+        return []
+
+    def terminate(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM, as a process manager stops a worker; its exit code."""
+        process, self.process = self.process, None
+        if process is None:
+            return 0
+        children = []
+        with contextlib.suppress(psutil.NoSuchProcess):
+            children = psutil.Process(process.pid).children(recursive=True)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = process.wait(10)
+        # a child left behind is the worker's bug, but it must not outlive the test
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if child.is_running():
+                    child.kill()
+        return code
+
+    def person(self, identity: str, room: str) -> Person:
+        """Someone who joins ``room`` with this worker's agent dispatched to it."""
+        return Person(self.livekit.url, identity, room, agent=self.agent_name)
+
+    def __enter__(self) -> Worker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.terminate()
+
+
+def room_env(openai_base_url: str, **extra: str) -> dict[str, str]:
+    """The settings every room test's worker runs with, plus ``extra``."""
+    return {
+        "OPENAI_BASE_URL": openai_base_url,
+        **extra,
+    }
+
+
+__all__ = ["ROOT", "Worker", "agent_env", "room_env"]

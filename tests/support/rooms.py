@@ -1,0 +1,71 @@
+"""People and a worker in real rooms: the room tests' shared steps."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from pathlib import Path
+
+from testbed.audio_io import speak_to_frames
+from testbed.openai_server import (
+    OpenAIServer,
+)
+from testbed.person import Person
+from testbed.worker import Worker
+from tools.conversation import PHRASES
+
+KEY = "marker-provider-key-Qx7Zr2"  # not sk-shaped: only the pool's own redaction hides it
+
+
+def room() -> str:
+    return f"room-{uuid.uuid4().hex[:8]}"
+
+
+def job_lines(worker: Worker, room_name: str) -> list[dict[str, object]]:
+    lines = []
+    for line in worker.output().splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            if record.get("room") == room_name:
+                lines.append(record)
+    return lines
+
+
+def job_pids(worker: Worker, room_name: str) -> set[object]:
+    """The processes that ran the session of ``room_name``."""
+    return {
+        record["pid"]
+        for record in job_lines(worker, room_name)
+        if record.get("message") == "RoomIO linked to participant"
+    }
+
+
+def memories(workdir: Path, user: str) -> dict[str, str]:
+    with sqlite3.connect(workdir / "memory.db") as db:
+        return dict(
+            db.execute(
+                "SELECT key, value FROM memories WHERE user_id = ? AND category = 'FACT'", (user,)
+            ).fetchall()
+        )
+
+
+async def greeted(person: Person) -> None:
+    await person.until(lambda: person.heard.sound_starts and person.said_by_agent(), 30, "greeting")
+
+
+async def ask(person: Person, server: OpenAIServer, transcript: str, text: str, tmp: Path) -> float:
+    """Say ``text`` (the test server transcribes it as ``transcript``); wait for the audible
+    reply; return end of speech → first reply sound, in seconds."""
+    server.transcripts.append(transcript)
+    replies = len(person.said_by_agent())
+    ended = await person.say_and_wait(speak_to_frames(text, tmp))
+    await person.until(lambda: person.first_sound_after(ended), 30, f"a reply to {text!r}")
+    await person.until(lambda: len(person.said_by_agent()) > replies, 30, "the reply's text")
+    heard = person.first_sound_after(ended)
+    assert heard is not None
+    return heard - ended
+
+
+def phrases_rendered(workdir: Path) -> bool:
+    return len(list(workdir.glob("phrases/*/*.wav"))) == len(PHRASES)

@@ -1,0 +1,208 @@
+"""The agent where its users meet it: a real LiveKit room on a local server, the worker
+as a real process (`python agent.py start`), and people who join with the LiveKit SDK.
+
+Here: greetings, spoken turns, memory across rooms, stats by voice, one person per job,
+no secret in any output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from room.livekit_server import LiveKitServer
+from testbed.audio_io import speak_to_frames
+from testbed.openai_server import (
+    Fault,
+    OpenAIServer,
+    Rule,
+    has_tool_result,
+    last_user_text,
+    system_text,
+)
+from testbed.person import Person
+from testbed.worker import Worker, room_env
+from tests.support.rooms import (
+    KEY,
+    ask,
+    greeted,
+    job_pids,
+    memories,
+    room,
+)
+from tools.conversation import GENERIC_GREETING
+
+pytestmark = pytest.mark.slow
+
+
+async def test_a_person_joining_a_new_room_is_greeted_by_a_job_process(
+    livekit: LiveKitServer, worker: Worker, server: OpenAIServer
+) -> None:
+    name = room()
+    async with worker.person("greta", name) as greta:
+        await greeted(greta)
+
+    assert greta.said_by_agent()[0] == GENERIC_GREETING  # a new user
+    assert greta.heard.peak_rms > 1000  # real sound, not silence
+    assert greta.heard.sound_s >= 0.2
+    assert worker.process is not None
+    assert job_pids(worker, name) - {worker.process.pid}
+
+
+async def test_a_spoken_turn_is_answered_in_text_and_audio(
+    livekit: LiveKitServer,
+    worker: Worker,
+    server: OpenAIServer,
+    tmp_path: Path,
+    record_property: object,
+) -> None:
+    server.script(Rule(text="It is sunny.", when=lambda b: "weather" in last_user_text(b)))
+    async with worker.person("sam", room()) as sam:
+        await greeted(sam)
+        latency = await ask(
+            sam, server, "what's the weather like", "What is the weather like?", tmp_path
+        )
+
+    assert sam.said_by_agent()[-1] == "It is sunny."
+    assert "One moment." not in sam.said_by_agent()  # the model answered within the threshold
+    assert [line.text for line in sam.lines if line.speaker == "user"] == [
+        "what's the weather like"
+    ]
+    assert {"listening", "thinking", "speaking"} <= set(sam.agent_states)
+    record_property("eos_to_first_reply_audio_ms", round(latency * 1000))  # type: ignore[operator]
+    print(f"end of speech -> first reply audio: {latency * 1000:.0f} ms")
+
+
+async def test_memory_follows_the_person_into_the_next_room(
+    livekit: LiveKitServer, worker: Worker, server: OpenAIServer, workdir: Path, tmp_path: Path
+) -> None:
+    server.script(
+        Rule(
+            tool_calls=[("saveMemory", {"category": "FACT", "key": "name", "value": "Ada"})],
+            when=lambda b: "my name is Ada" in last_user_text(b) and not has_tool_result(b),
+        ),
+        Rule(text="I will remember that, Ada.", when=has_tool_result),
+    )
+    first = room()
+    async with worker.person("ada", first) as ada:
+        await greeted(ada)
+        await ask(ada, server, "remember that my name is Ada", "Remember my name.", tmp_path)
+    assert memories(workdir, "ada") == {"name": "Ada"}
+
+    server.script(
+        Rule(
+            text="Welcome back, Ada!",
+            when=lambda b: "returning user" in system_text(b) and "Ada" in str(b),
+        ),
+        Rule(
+            text="You are Ada.",
+            when=lambda b: last_user_text(b) == "who am I" and '"value": "Ada"' in system_text(b),
+        ),
+    )
+    second = room()
+    async with worker.person("ada", second) as ada:
+        await greeted(ada)
+        await ask(ada, server, "who am I", "Who am I?", tmp_path)
+    assert ada.said_by_agent()[0] == "Welcome back, Ada!"
+    assert ada.said_by_agent()[-1] == "You are Ada."
+
+    # within the cache's TTL the third visit is greeted from the shared layer: no LLM call
+    greetings_before = sum("returning user" in system_text(b) for b in server.bodies("/chat"))
+    async with worker.person("ada", room()) as ada:
+        await greeted(ada)
+    assert ada.said_by_agent()[0] == "Welcome back, Ada!"
+    assert (
+        sum("returning user" in system_text(b) for b in server.bodies("/chat")) == greetings_before
+    )
+
+    first_pids, second_pids = job_pids(worker, first), job_pids(worker, second)
+    assert first_pids and second_pids and not first_pids & second_pids  # a new job process
+
+
+async def test_pool_stats_asked_by_voice_show_reused_connections(
+    livekit: LiveKitServer, worker: Worker, server: OpenAIServer, tmp_path: Path
+) -> None:
+    asking = lambda b: "connections" in last_user_text(b)  # noqa: E731
+    server.script(
+        Rule(text="Fine, thanks.", when=lambda b: "how are you" in last_user_text(b)),
+        Rule(
+            tool_calls=[("getConnectionPoolStats", {})],
+            when=lambda b: asking(b) and not has_tool_result(b),
+        ),
+        Rule(text="My connections are healthy.", when=has_tool_result),
+    )
+    async with worker.person("pat", room()) as pat:
+        await greeted(pat)
+        await ask(pat, server, "how are you", "How are you?", tmp_path)
+        await ask(pat, server, "how are your connections", "How are your connections?", tmp_path)
+
+    assert pat.said_by_agent()[-1] == "My connections are healthy."
+    tool = next(
+        m
+        for body in server.bodies("/chat/completions")
+        for m in body["messages"]
+        if m["role"] == "tool"
+    )
+    stats = json.loads(tool["content"])["resources"]["openai"]
+    assert stats["health"] == "HEALTHY"
+    # greeting, two turns, speech in and out: all over the connections warmed at the start
+    assert stats["connections"]["reused"] > stats["connections"]["opened"] >= 1
+    assert KEY not in tool["content"]
+
+
+async def test_the_agent_listens_only_to_the_person_its_job_is_for(
+    livekit: LiveKitServer, worker: Worker, server: OpenAIServer, tmp_path: Path, workdir: Path
+) -> None:
+    server.script(
+        Rule(
+            tool_calls=[("recallMemory", {})],
+            when=lambda b: "what do you know" in last_user_text(b) and not has_tool_result(b),
+            times=None,
+        ),
+    )
+    name = room()
+    async with worker.person("owner", name) as owner:
+        await greeted(owner)
+        # joins the same room by its own token, which dispatches nothing
+        async with Person(livekit.url, "intruder", name) as intruder:
+            transcriptions = server.count("/audio/transcriptions")
+            server.transcripts.append("what do you know about me")
+            ended = await intruder.say_and_wait(
+                speak_to_frames("What do you know about me?", tmp_path)
+            )
+            await asyncio.sleep(2.0)  # time enough for a turn, had the agent listened
+            assert server.count("/audio/transcriptions") == transcriptions
+            assert owner.first_sound_after(ended) is None
+            server.transcripts.clear()
+
+            await owner.leave()
+            # the owner left: the session ends and the agent leaves with it
+            await asyncio.wait_for(intruder.agent_left.wait(), 20)
+            assert intruder.said_by_agent() == []
+
+
+async def test_no_secret_reaches_the_output_of_the_worker_or_its_jobs(
+    livekit: LiveKitServer,
+    server: OpenAIServer,
+    pg_admin_dsn: str,
+    tmp_path: Path,
+) -> None:
+    password = "marker-db-password-Hv4Kp9"
+    dsn = pg_admin_dsn.replace("postgres@", f"postgres:{password}@", 1)
+    # the provider refuses the key and quotes it back, as OpenAI's 401 does
+    server.script(
+        Rule(fault=Fault(status=401, echo_key=True), times=None),
+        Rule(path="/audio/speech", fault=Fault(status=401, echo_key=True), times=None),
+    )
+    env = room_env(server.base_url, OPENAI_API_KEY=KEY)
+    env.update(MEMORY_BACKEND="postgres", DATABASE_URL=dsn)
+    with Worker(livekit, tmp_path, **env) as worker:
+        async with worker.person("sid", room()) as sid:
+            await sid.until(lambda: "Incorrect API key" in worker.output(), 30, "the refusal")
+            await asyncio.sleep(1.0)
+    output = worker.output()
+    assert "Incorrect API key provided: ***" in output  # the error was logged, the key masked
+    assert KEY not in output
+    assert password not in output

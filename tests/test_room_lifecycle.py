@@ -1,0 +1,148 @@
+"""The agent where its users meet it: a real LiveKit room on a local server, the worker
+as a real process (`python agent.py start`), and people who join with the LiveKit SDK.
+
+Here: rooms nobody joins, rooms at once, SIGTERM mid-conversation, the server restarting."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from livekit import api
+
+from room.livekit_server import API_KEY, API_SECRET, LiveKitServer
+from testbed.audio_io import speak_to_frames
+from testbed.openai_server import (
+    Fault,
+    OpenAIServer,
+    Rule,
+    has_tool_result,
+    last_user_text,
+    system_text,
+)
+from testbed.waiting import wait_until
+from testbed.worker import Worker, room_env
+from tests.support.rooms import (
+    KEY,
+    greeted,
+    memories,
+    room,
+)
+
+pytestmark = pytest.mark.slow
+
+
+async def test_a_room_nobody_joins_ends_its_job(
+    livekit: LiveKitServer, openai_server: OpenAIServer, tmp_path: Path
+) -> None:
+    env = room_env(openai_server.base_url, OPENAI_API_KEY=KEY, PARTICIPANT_WAIT_S="2")
+    with Worker(livekit, tmp_path, **env) as worker:
+        name = room()
+        async with api.LiveKitAPI(livekit.http_url, API_KEY, API_SECRET) as lk:
+            await lk.room.create_room(api.CreateRoomRequest(name=name, empty_timeout=30))
+            await lk.agent_dispatch.create_dispatch(
+                api.CreateAgentDispatchRequest(agent_name=worker.agent_name, room=name)
+            )
+            worker.wait_for(f"nobody joined room {name} within 2 s", 30)
+
+            # the job process leaves the room and is done
+            async def left() -> bool:
+                request = api.ListParticipantsRequest(room=name)
+                return not (await lk.room.list_participants(request)).participants
+
+            await wait_until(left, 20, what="the job to leave the room", every_s=0.2)
+        assert "Traceback" not in worker.output()
+
+
+@pytest.mark.parametrize("run", range(5))
+async def test_four_rooms_at_once_are_each_answered_and_keep_their_own_memory(
+    run: int, worker: Worker, server: OpenAIServer, workdir: Path, tmp_path: Path
+) -> None:
+    people = {
+        f"{name}{run}": tone
+        for name, tone in (("ana", 2600), ("ben", 3100), ("cai", 3600), ("dee", 4100))
+    }
+    for who, tone in people.items():
+        server.transcripts_by_tone[tone] = f"i am {who}"
+        server.script(
+            Rule(
+                tool_calls=[("saveMemory", {"category": "FACT", "key": "name", "value": who})],
+                when=lambda b, who=who: (
+                    f"i am {who}" == last_user_text(b) and not has_tool_result(b)
+                ),
+            ),
+        )
+    server.script(Rule(text="Nice to meet you.", when=has_tool_result, times=None))
+
+    async def visit(who: str) -> list[str]:
+        async with worker.person(who, room()) as person:
+            await greeted(person)
+            # the tone under the voice lets the test server transcribe who is speaking
+            frames = speak_to_frames(f"I am {who}.", tmp_path, tone_hz=people[who])
+            ended = await person.say_and_wait(frames)
+            await person.until(lambda: person.first_sound_after(ended), 45, "a reply")
+            await person.until(lambda: "Nice to meet you." in person.said_by_agent(), 30, "text")
+            return person.said_by_agent()
+
+    heard = await asyncio.gather(*(visit(who) for who in people))
+
+    assert all("Nice to meet you." in said for said in heard)
+    # every save went to the user who said it, and to no one else
+    assert {who: memories(workdir, who) for who in people} == {who: {"name": who} for who in people}
+
+
+async def test_sigterm_mid_conversation_finishes_the_turn_and_loses_no_write(
+    livekit: LiveKitServer, server: OpenAIServer, tmp_path: Path
+) -> None:
+    learned = {"memories": [{"category": "FACT", "key": "city", "value": "Oslo"}]}
+    server.script(
+        Rule(
+            text="Oslo is lovely.",
+            when=lambda b: last_user_text(b) == "i live in oslo",
+            fault=Fault(delay_s=1.0),  # the reply is still on its way when SIGTERM lands
+        ),
+        Rule(text=json.dumps(learned), when=lambda b: "Extract facts" in system_text(b)),
+    )
+    env = room_env(server.base_url, OPENAI_API_KEY=KEY, DRAIN_TIMEOUT_S="1")
+    worker = Worker(livekit, tmp_path, **env).start()
+    try:
+        async with worker.person("olga", room()) as olga:
+            await greeted(olga)
+            server.transcripts.append("i live in oslo")
+            ended = await olga.say_and_wait(speak_to_frames("I live in Oslo.", tmp_path))
+            await olga.until(lambda: server.count("/chat/completions") >= 1, 10, "the turn")
+            code = await asyncio.to_thread(worker.terminate)
+            assert olga.agent_left.is_set()
+    finally:
+        worker.terminate()
+
+    assert code == 0
+    assert olga.first_sound_after(ended) is not None  # the reply in flight was heard
+    assert "Oslo is lovely." in olga.said_by_agent()
+    assert memories(tmp_path, "olga") == {"city": "Oslo"}
+    with sqlite3.connect(tmp_path / "outbox.db") as outbox:
+        assert outbox.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+    output = worker.output()
+    assert "connection pool closed" in output
+    assert "was never awaited" not in output
+    assert "Traceback" not in output
+
+
+async def test_the_worker_reconnects_after_the_livekit_server_restarts(
+    openai_server: OpenAIServer, tmp_path: Path
+) -> None:
+    with LiveKitServer() as livekit:
+        env = room_env(openai_server.base_url, OPENAI_API_KEY=KEY)
+        with Worker(livekit, tmp_path, **env) as worker:
+            async with worker.person("rita", room()) as rita:
+                await greeted(rita)
+            livekit.kill()
+            worker.wait_for("failed to connect to livekit, retrying", 60)
+            livekit.start()
+            worker.wait_for("registered worker", 90, count=2)
+            async with worker.person("rita", room()) as rita:
+                await greeted(rita)
+            assert worker.process is not None and worker.process.poll() is None

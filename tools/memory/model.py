@@ -1,0 +1,168 @@
+"""The memory model: what a memory and a write are, how input is validated, and what a
+store must do. The service (``service.py``) and the outbox (``outbox.py``) both build on it.
+
+A memory is ``(user_id, category, key, value, created_at, updated_at)``, unique on
+``(user_id, category, key)``. Every operation is scoped to one user id.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from pool import CircuitOpenError
+
+Category = Literal["FACT", "PREFERENCE", "CONTEXT"]
+CATEGORIES: tuple[Category, ...] = ("FACT", "PREFERENCE", "CONTEXT")
+MAX_KEY_CHARS = 128
+MAX_VALUE_BYTES = 4096
+MAX_USER_ID_CHARS = 256
+MAX_BATCH = 500
+
+
+class MemoryServiceError(Exception):
+    """Base class of the memory layer's errors."""
+
+
+class InvalidMemory(MemoryServiceError, ValueError):
+    """The input was refused; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Memory:
+    user_id: str
+    category: Category
+    key: str
+    value: str
+    created_at: float
+    updated_at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"category": self.category, "key": self.key, "value": self.value}
+
+
+@dataclass(frozen=True)
+class Write:
+    """A save (``value`` set) or a delete (``value`` None), stamped when it was asked for.
+
+    The stamp orders writes: a write never replaces a value stamped later, so a replayed
+    old write cannot overwrite a newer one.
+    """
+
+    user_id: str
+    category: Category
+    key: str
+    value: str | None
+    written_at: float
+
+
+class MemoryStore(Protocol):
+    """A backend. Every method is scoped to ``user_id``; nothing crosses users."""
+
+    name: str
+
+    async def apply(self, writes: Sequence[Write]) -> None:
+        """Apply saves and deletes in one round trip, keeping the newest stamp per key."""
+
+    async def get_many(self, user_id: str, keys: Sequence[tuple[Category, str]]) -> list[Memory]:
+        """The memories of ``user_id`` with these (category, key) pairs, in one query."""
+
+    async def recall(
+        self, user_id: str, category: Category | None = None, limit: int = 200
+    ) -> list[Memory]:
+        """The user's memories, newest first, optionally of one category."""
+
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    def is_outage(self, exc: BaseException) -> bool:
+        """True when ``exc`` says the store is unreachable or overloaded (worth retrying
+        and queueing), False when it refused the request itself."""
+
+    def is_refusal(self, exc: BaseException) -> bool:
+        """True when the store answered and refused this request (it is up)."""
+
+
+# -- validation ---------------------------------------------------------------------------
+
+
+def check_user(user_id: object) -> str:
+    if not isinstance(user_id, str) or not user_id.strip():
+        raise InvalidMemory("The user id must be a non-empty string.")
+    if len(user_id) > MAX_USER_ID_CHARS or "\x00" in user_id:
+        raise InvalidMemory(f"The user id must be at most {MAX_USER_ID_CHARS} characters, no NUL.")
+    return user_id
+
+
+def check_category(category: object) -> Category:
+    if not isinstance(category, str):
+        raise InvalidMemory(f"The category must be one of {', '.join(CATEGORIES)}.")
+    normalized = category.strip().upper()
+    if normalized not in CATEGORIES:
+        raise InvalidMemory(
+            f"Unknown category {category[:40]!r}: use one of {', '.join(CATEGORIES)}."
+        )
+    return normalized  # type: ignore[return-value]
+
+
+def check_key(key: object) -> str:
+    if not isinstance(key, str):
+        raise InvalidMemory("The key must be text.")
+    key = key.strip()
+    if not key:
+        raise InvalidMemory("The key cannot be empty.")
+    if len(key) > MAX_KEY_CHARS:
+        raise InvalidMemory(f"The key is {len(key)} characters; the limit is {MAX_KEY_CHARS}.")
+    if "\x00" in key:
+        raise InvalidMemory("The key cannot contain a NUL character.")
+    return key
+
+
+def check_value(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidMemory("The value must be text.")
+    if not value.strip():
+        raise InvalidMemory("The value cannot be empty.")
+    size = len(value.encode("utf-8"))
+    if size > MAX_VALUE_BYTES:
+        raise InvalidMemory(f"The value is {size} bytes; the limit is {MAX_VALUE_BYTES}.")
+    if "\x00" in value:
+        raise InvalidMemory("The value cannot contain a NUL character.")
+    return value
+
+
+def save_write(user_id: str, category: object, key: object, value: object) -> Write:
+    return Write(
+        check_user(user_id),
+        check_category(category),
+        check_key(key),
+        check_value(value),
+        time.time(),
+    )
+
+
+def delete_write(user_id: str, category: object, key: object) -> Write:
+    return Write(check_user(user_id), check_category(category), check_key(key), None, time.time())
+
+
+def newest_per_key(writes: Sequence[Write]) -> list[Write]:
+    """One write per (user, category, key): the newest. A multi-row upsert may not touch
+    a row twice, and the newest write is the one that must win anyway."""
+    latest: dict[tuple[str, str, str], Write] = {}
+    for write in writes:
+        slot = (write.user_id, write.category, write.key)
+        if slot not in latest or write.written_at >= latest[slot].written_at:
+            latest[slot] = write
+    return list(latest.values())
+
+
+def store_retryable(store: MemoryStore) -> Callable[[BaseException], bool]:
+    """Retry an outage, but never an open breaker (it would only fail fast again)."""
+
+    def retryable(exc: BaseException) -> bool:
+        return not isinstance(exc, CircuitOpenError) and store.is_outage(exc)
+
+    return retryable
