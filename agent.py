@@ -66,6 +66,7 @@ from tools.worker import (
     conversation_load,
     portaudio_installed,
     quiet_unused_cloud_warnings,
+    settle_heap,
     show_agent_words,
 )
 
@@ -216,6 +217,7 @@ def prewarm(proc: JobProcess) -> None:
         import_plugin()  # plugins register on a process's main thread: here, not in a job
     proc.userdata["settings"] = settings
     proc.userdata["vad"] = silero.VAD.load()
+    settle_heap()
 
 
 async def entrypoint(ctx: JobContext) -> None:
@@ -347,6 +349,7 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    settle_heap()
     cli.run_app(build_server(settings, command))
     return 0
 

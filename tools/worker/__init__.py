@@ -1,10 +1,11 @@
 """The worker around the conversations: its load as conversations against a capacity, and
-the terminal console's view of the agent's words."""
+the terminal console's view of the agent's words, and the job process's heap."""
 
 from __future__ import annotations
 
 from .capacity import CAPACITY, CONVERSATIONS, FULL, conversation_load
 from .console import portaudio_installed, quiet_unused_cloud_warnings, show_agent_words
+from .process import settle_heap
 
 __all__ = [
     "CAPACITY",
@@ -13,5 +14,6 @@ __all__ = [
     "conversation_load",
     "portaudio_installed",
     "quiet_unused_cloud_warnings",
+    "settle_heap",
     "show_agent_words",
 ]
