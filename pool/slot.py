@@ -4,7 +4,6 @@ its client once created."""
 from __future__ import annotations
 
 import asyncio
-import copy
 from dataclasses import replace
 from typing import Any
 
@@ -55,7 +54,7 @@ class Slot:
                     client=self.state,
                     health=metrics.health(breaker_open=breaker == "open"),
                     breaker=breaker,
-                    counts=copy.copy(metrics.counts),
+                    counts=metrics.counts.copy(),
                     success_rate=metrics.success_rate,
                     latency_ms=metrics.latency_ms(),
                     connections=metrics.connections,

@@ -45,6 +45,9 @@ class Counts:
     cancelled: int = 0
     refused: int = 0  # the service answered with a refusal of the request: it is up
 
+    def copy(self) -> Counts:
+        return Counts(**self.__dict__)
+
 
 @dataclass(frozen=True)
 class Latency:
