@@ -27,7 +27,7 @@ from .resilience import (
     retry_after_s,
     stream_with_retry,
 )
-from .resources import ResourceSpec, http_spec, openai_spec
+from .resources import ResourceSpec, http_spec, openai_spec, warm_tls
 from .settings import PoolSettings, check_url
 from .sqlite_file import SqliteFile
 from .stats import (
@@ -83,4 +83,5 @@ __all__ = [
     "retry_after_s",
     "setting",
     "stream_with_retry",
+    "warm_tls",
 ]

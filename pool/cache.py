@@ -107,6 +107,41 @@ class Cache:
         if ttl_s >= self._local.ttl:
             self._local[key] = encoded
 
+    async def get(self, key: str) -> Any:
+        """The value stored under ``key`` (the shared layer's, if this process has none), or
+        None. A broken shared layer is a miss."""
+        if (encoded := self._local.get(key)) is not None:
+            self.hits_local += 1
+            return json.loads(encoded)
+        shared = await self._shared_layer()
+        if shared is None:
+            return None
+        try:
+            found = await shared.get(key)
+        except Exception as exc:
+            _log_layer_error("read from", shared.name, exc)
+            return None
+        if found is None:
+            return None
+        self.hits_shared += 1
+        return json.loads(found)
+
+    async def put(
+        self, key: str, value: Any, *, ttl: float | None = None, local: bool = True
+    ) -> None:
+        """Store ``value`` under ``key``; ``local=False`` keeps a large value out of this
+        process's memory, in the shared layer only."""
+        ttl_s = self.ttl_s if ttl is None else ttl
+        encoded = json.dumps(value)
+        if local:
+            self._local_set(key, encoded, ttl_s)
+        shared = await self._shared_layer()
+        if shared is not None:
+            try:
+                await shared.set(key, encoded, ttl_s)
+            except Exception as exc:
+                _log_layer_error("write to", shared.name, exc)
+
     async def invalidate(self, key: str) -> None:
         self._local.pop(key, None)
         shared = await self._shared_layer()

@@ -102,6 +102,13 @@ class Meter:
         self.breaker.on_failure()
         prometheus.observe_breaker(self.name, self.breaker.state)
 
+    def failed_later(self, error: BaseException) -> None:
+        """A call counted as made (a WebSocket opened) failed afterwards, outside any guard:
+        a failure for its health and its breaker."""
+        self.metrics.record_failure(error)
+        self.breaker.on_failure()
+        prometheus.observe_breaker(self.name, self.breaker.state)
+
     def cancelled(self) -> None:
         """The caller gave up on a call: counted apart, never against the resource."""
         self.metrics.counts.cancelled += 1

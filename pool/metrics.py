@@ -86,6 +86,14 @@ class ResourceMetrics:
     def record_stall(self, error: BaseException) -> None:
         """The resource answered but too slowly to be used: a failure for its health."""
         self.counts.stalls += 1
+        self._failed(error)
+
+    def record_failure(self, error: BaseException) -> None:
+        """A failure found after the call was counted (a WebSocket that broke later)."""
+        self.counts.failures += 1
+        self._failed(error)
+
+    def _failed(self, error: BaseException) -> None:
         self.last_error = redact(f"{type(error).__name__}: {error}")[:300]
         self._recent.append([time.monotonic(), False])
 

@@ -207,6 +207,10 @@ class ConnectionPool:
         else:
             async with slot.meter.guard(), asyncio.timeout(timeout):
                 await slot.spec.probe(client)
+        # the resource answers again: a capability whose breaker opened during the outage
+        # (a speech stream reconnecting) gets its trial call now, not after BREAKER_RESET_S
+        for capability in slot.meter.children.values():
+            capability.breaker.allow_trial()
 
     async def heal(self, name: str) -> bool:
         """Give a resource fresh connections.

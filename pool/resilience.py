@@ -122,6 +122,13 @@ class CircuitBreaker:
         failed = sum(1 for ok in self._recent if not ok)
         return failed / len(self._recent) >= self.failure_rate
 
+    def allow_trial(self) -> None:
+        """An open breaker turns half-open at once: something else showed the resource is
+        back, and the next call is its trial."""
+        with self._lock:
+            if self._opened_at is not None and self._state() == "open":
+                self._opened_at = self._clock() - self.reset_timeout_s
+
     def reset(self) -> None:
         with self._lock:
             self._recent.clear()
