@@ -8,7 +8,9 @@ python agent.py memory outbox    memory writes waiting or set aside; `memory rep
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import os
 import sys
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import Any
@@ -29,7 +31,7 @@ from livekit.agents import (
 from livekit.agents.voice import ModelSettings, room_io
 from livekit.plugins import silero
 
-from pool import ConfigError, install_log_redaction
+from pool import ConfigError, install_log_redaction, warm_tls
 from tools.conversation import (
     GENERIC_GREETING,
     PHRASES,
@@ -43,9 +45,13 @@ from tools.conversation import (
     follow_turns,
     forget_greeting,
     greeting_for,
+    join_continuation,
     register_pool_panel,
+    say_greeting,
     speak_up_on_errors,
+    tell_reply_waits,
     voice_directory,
+    voice_id,
     wait_for_person,
 )
 from tools.memory import (
@@ -64,6 +70,7 @@ from tools.providers import import_plugin, uses_google
 from tools.settings import Settings
 from tools.worker import (
     conversation_load,
+    import_ahead,
     portaudio_installed,
     quiet_unused_cloud_warnings,
     settle_heap,
@@ -120,6 +127,15 @@ class Assistant(Agent):
 
         async for frame in self.acknowledgement.speak(text, synthesize):
             yield frame
+
+    async def on_user_turn_completed(
+        self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage
+    ) -> None:
+        """The person went on after the agent began: both parts are one turn, answered whole."""
+        joined = join_continuation(turn_ctx, new_message)
+        if joined is not None:
+            turn_ctx.items[:] = joined.items
+            await self.update_chat_ctx(joined)
 
     async def add_memories(self, memories: Sequence[Memory]) -> None:
         """Memories that arrived after the session started join the conversation."""
@@ -209,6 +225,12 @@ def _memory(data: SessionData) -> MemoryService:
     return data.memory
 
 
+def loaded_phrases(settings: Settings) -> Phrases:
+    phrases = Phrases(voice_directory(settings))
+    phrases.load()
+    return phrases
+
+
 def prewarm(proc: JobProcess) -> None:
     """Runs once per job process, before its event loop exists: no network here."""
     install_log_redaction()
@@ -216,14 +238,19 @@ def prewarm(proc: JobProcess) -> None:
     if uses_google(settings):
         import_plugin()  # plugins register on a process's main thread: here, not in a job
     proc.userdata["settings"] = settings
-    proc.userdata["vad"] = silero.VAD.load()
+    # the VAD only says that speech stopped; whether the turn ended is for the words to say
+    proc.userdata["vad"] = silero.VAD.load(min_silence_duration=settings.vad_silence_s)
+    # the sentences said in trouble, from disk: a few small files, read before any job
+    proc.userdata["phrases"] = loaded_phrases(settings)
+    import_ahead()
+    warm_tls()  # the CA bundle parsed here, not on the first job's event loop
     settle_heap()
 
 
 async def entrypoint(ctx: JobContext) -> None:
     settings: Settings = ctx.proc.userdata.get("settings") or Settings.from_env()
     ctx.log_context_fields = {"room": ctx.room.name}
-    # the pool warms and the memory store opens while the room connects
+    # the memory store opens while the room connects
     job = JobResources(settings)
     ctx.add_shutdown_callback(job.aclose)
 
@@ -241,14 +268,16 @@ async def entrypoint(ctx: JobContext) -> None:
         user_id = person.identity
     ctx.log_context_fields = {"room": ctx.room.name, "user": user_id}
 
-    phrases = job.phrases = Phrases(voice_directory(settings))
-    await asyncio.to_thread(phrases.load)  # a few small files, but off the event loop
+    phrases = job.phrases = ctx.proc.userdata.get("phrases") or loaded_phrases(settings)
     assistant = await prepare_assistant(memory, user_id, phrases=phrases)
     # composed (or found in the cache) while the session starts
     greeting = asyncio.create_task(
         greeting_for(job.pool, user_id, assistant.memories, model=settings.llm_model)
     )
-    memory.on_change(lambda user, categories: forget_greeting(job.pool, user, categories))
+    voice = voice_id(settings)
+    memory.on_change(
+        lambda user, categories: forget_greeting(job.pool, user, categories, voice=voice)
+    )
     job.post_turn = PostTurnWorker(job.pool, memory, user_id)
     userdata = SessionData(
         pool=job.pool, settings=settings, user_id=user_id, memory=memory, post_turn=job.post_turn
@@ -256,6 +285,8 @@ async def entrypoint(ctx: JobContext) -> None:
     session = await build_session(job.pool, settings, userdata, ctx.proc.userdata.get("vad"))
     follow_turns(session, job.post_turn)
     speak_up_on_errors(session, phrases)
+    if not in_console:
+        tell_reply_waits(session, ctx.room, user_id)
     if session.tts is not None:
         phrases.prepare_in_background(session.tts)  # rendered once per machine and voice
     # the job ends with its conversation: the person left, or the session failed for good
@@ -266,12 +297,14 @@ async def entrypoint(ctx: JobContext) -> None:
         # the memory belongs to this person: nobody else who joins is heard as them
         room_options=room_io.RoomOptions(participant_identity=user_id),
     )
+    gc.freeze()  # what the session built lives as long as it: out of the collector's way
 
     words = await first_words(greeting, deadline_s=settings.greeting_deadline_s)
     if words == GENERIC_GREETING:
         phrases.say(session, "greeting", remember=True)
     else:
-        session.say(words)
+        job.greeting_audio = await say_greeting(session, job.pool.cache, voice, user_id, words)
+    job.warm()  # for the first user turn, now that the first words are on their way
     if in_console:
         show_agent_words(words)  # livekit's text console prints only replies to typed words
 
@@ -342,6 +375,9 @@ def main(argv: list[str]) -> int:
         return run_memory_command(argv[argv.index("memory") + 1 :], settings)
     if uses_google(settings):
         import_plugin()  # on the main thread, before livekit forks its job processes
+    if settings.turn_detection != "audio":
+        # livekit would load its audio end-of-turn weights (~244 MB) into every worker
+        os.environ.setdefault("LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "0")
     if command == "console" and not portaudio_installed():
         print(
             "agent.py: the console needs the PortAudio library, even in text mode; install it "
@@ -349,6 +385,8 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    import_ahead()
+    warm_tls()  # the CA bundle parsed here, not on the first job's event loop
     settle_heap()
     cli.run_app(build_server(settings, command))
     return 0

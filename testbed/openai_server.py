@@ -1,10 +1,13 @@
 """A local OpenAI-compatible server for tests and benchmarks.
 
 It speaks the parts of the API the agent uses: ``GET /v1/models``, chat completions
-(streaming or not, with tool calls), ``POST /v1/audio/speech`` and
-``POST /v1/audio/transcriptions``. Replies are scripted per test with :class:`Rule`;
-faults (status codes, delays, stalls, connection resets) are injected the same way.
-It counts requests per path and accepted TCP connections.
+(streaming or not, with tool calls), ``POST /v1/audio/speech``,
+``POST /v1/audio/transcriptions`` and realtime transcription over a WebSocket
+(``openai_realtime.py``). Speech is transcribed by a real recognizer when one is given
+(``recognizer.py``), else as scripted or by the speaker's signature tone. Replies are
+scripted per test with :class:`Rule`; faults (status codes, delays, stalls, connection
+resets) are injected the same way. It counts requests per path and accepted TCP
+connections.
 
 It runs in its own thread and event loop, so a test may block (on a subprocess, a
 pseudo-terminal) while the server keeps answering.
@@ -29,6 +32,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .openai_realtime import RealtimeTranscription
+from .recognizer import Recognizer
 from .threaded import ThreadedServer
 
 Predicate = Callable[[dict[str, Any]], bool]
@@ -122,10 +127,17 @@ class OpenAIServer(ThreadedServer):
         # tone (Hz) mixed under a speaker's voice → what that speaker said
         self.transcripts_by_tone: dict[int, str] = {}
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        # hears speech for real (transcriptions and realtime) when set
+        self.recognizer: Recognizer | None = None
+        # realtime events by type, both ways: session.update, ...delta, ...completed
+        self.realtime_events: Counter[str] = Counter()
         self.latency_s = 0.0  # added to every response, e.g. to simulate a slow model
+        # the agent's speech lasts this long per character of its text (None: 0.3 s a reply)
+        self.speech_s_per_char: float | None = None
         # per path suffix, before the answer starts: a provider's own time to first byte
         self.delays: dict[str, float] = {}
         self._speech = tone_wav()
+        self._sockets: set[web.WebSocketResponse] = set()
 
     # -- control, from the test's thread ----------------------------------------------
 
@@ -144,8 +156,11 @@ class OpenAIServer(ThreadedServer):
             self.transcripts_by_tone.clear()
             self.default_transcript = "hello"
             self.requests.clear()
+            self.realtime_events.clear()
+            self.recognizer = None
             self.connections = 0
             self.latency_s = 0.0
+            self.speech_s_per_char = None
 
     def count(self, path_suffix: str) -> int:
         with self._lock:
@@ -167,7 +182,42 @@ class OpenAIServer(ThreadedServer):
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/audio/speech", self._speech_handler)
         app.router.add_post("/v1/audio/transcriptions", self._transcription)
+        app.router.add_get("/v1/realtime", self._realtime)
         return app
+
+    def count_realtime(self, kind: str | None) -> None:
+        with self._lock:
+            self.realtime_events[str(kind)] += 1
+
+    def scripted_transcript(self, pcm: bytes, rate: int) -> str:
+        """What an utterance said, without a recognizer: the speaker's by tone, or the next
+        scripted transcript."""
+        with self._lock:
+            text = self._by_tone(pcm, rate)
+            if text is None:
+                text = self.transcripts.pop(0) if self.transcripts else self.default_transcript
+        return text
+
+    async def _realtime(self, request: web.Request) -> web.StreamResponse:
+        body = {"model": request.query.get("model", ""), "intent": request.query.get("intent")}
+        _, faulted = await self._receive(request, body)
+        if faulted is not None:
+            return faulted
+        ws = web.WebSocketResponse(heartbeat=None)
+        await ws.prepare(request)
+        session = RealtimeTranscription(self, ws)
+        self._sockets.add(ws)
+        try:
+            await session.run()
+        finally:
+            self._sockets.discard(ws)
+            session.close()
+        return ws
+
+    async def close_connections(self) -> None:
+        # going away: the client sees the provider drop, as in an outage
+        for ws in list(self._sockets):
+            await ws.close(code=1001, message=b"server stopping")
 
     async def _receive(
         self, request: web.Request, body: dict[str, Any]
@@ -232,8 +282,12 @@ class OpenAIServer(ThreadedServer):
             return faulted
         # as OpenAI does; livekit's TTS warns about every response without one
         request_id = f"req_{uuid.uuid4().hex[:12]}"
+        speech = self._speech
+        if self.speech_s_per_char is not None:
+            # as long as a voice would take to say it, so it can be talked over
+            speech = tone_wav(max(0.3, len(str(body.get("input", ""))) * self.speech_s_per_char))
         return web.Response(
-            body=self._speech, content_type="audio/wav", headers={"x-request-id": request_id}
+            body=speech, content_type="audio/wav", headers={"x-request-id": request_id}
         )
 
     async def _transcription(self, request: web.Request) -> web.Response:
@@ -244,21 +298,24 @@ class OpenAIServer(ThreadedServer):
         _, faulted = await self._receive(request, body)
         if faulted is not None:
             return faulted
-        with self._lock:
-            text = self._by_tone(data)
-            if text is None:
-                text = self.transcripts.pop(0) if self.transcripts else self.default_transcript
+        pcm, rate = b"", 24000
+        if data:
+            with wave.open(io.BytesIO(data)) as source:
+                rate, pcm = source.getframerate(), source.readframes(source.getnframes())
+        recognizer = self.recognizer
+        if recognizer is not None:
+            text = await asyncio.to_thread(recognizer.transcribe, pcm, rate)
+        else:
+            text = self.scripted_transcript(pcm, rate)
         return web.json_response({"text": text})
 
-    def _by_tone(self, wav: bytes) -> str | None:
-        """The transcript of the speaker whose signature tone is loudest in ``wav``."""
-        if not self.transcripts_by_tone or not wav:
+    def _by_tone(self, pcm: bytes, rate: int) -> str | None:
+        """The transcript of the speaker whose signature tone is loudest in ``pcm``."""
+        if not self.transcripts_by_tone or not pcm:
             return None
         import numpy as np
 
-        with wave.open(io.BytesIO(wav)) as source:
-            rate = source.getframerate()
-            samples = np.frombuffer(source.readframes(source.getnframes()), dtype=np.int16)
+        samples = np.frombuffer(pcm, dtype=np.int16)
         spectrum = np.abs(np.fft.rfft(samples.astype(np.float64)))
         freqs = np.fft.rfftfreq(samples.size, 1 / rate)
 

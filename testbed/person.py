@@ -20,7 +20,7 @@ from livekit.agents.types import (
 
 from room.livekit_server import API_KEY, API_SECRET
 
-from .audio_io import FRAME_MS, SAMPLE_RATE, silence
+from .audio_io import SAMPLE_RATE, silence
 
 # int16 RMS; espeak speech and the test server's tone are in the thousands, silence is 0
 SOUND_RMS = 200.0
@@ -122,11 +122,15 @@ class Person:
         count = len(self.speech_ended_at)
         self.say(frames)
         await self.until(lambda: len(self.speech_ended_at) > count, 60, "speaking")
-        return self.speech_ended_at[-1]
+        ended = self.speech_ended_at[-1]
+        await asyncio.sleep(max(ended - time.perf_counter(), 0))  # the last of it is heard
+        return ended
 
     async def _microphone(self) -> None:
-        step = FRAME_MS / 1000
-        next_at = time.perf_counter()
+        # the source plays what is queued in real time; this much queued ahead lets the
+        # test's loop stall (a busy suite) without the source filling the speech with
+        # silence, which a server VAD would hear as a pause mid-sentence
+        lead_s = 0.2
         current: list[rtc.AudioFrame] = []
         last_voiced = 0.0
         while True:
@@ -136,16 +140,16 @@ class Person:
                 frame = current.pop(0)
                 await self._source.capture_frame(frame)
                 if _rms(frame) >= SOUND_RMS:
-                    last_voiced = time.perf_counter()
+                    # when this frame is heard: after what is queued ahead of it
+                    last_voiced = time.perf_counter() + self._source.queued_duration
                 if not current:
                     # the end of speech is the last voiced frame, not the clip's trailing silence
                     self.speech_ended_at.append(last_voiced)
             else:
                 await self._source.capture_frame(silence())
-            next_at += step
-            delay = next_at - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            ahead = self._source.queued_duration - lead_s
+            if ahead > 0:
+                await asyncio.sleep(ahead)
 
     # -- hearing -----------------------------------------------------------------------
 

@@ -115,9 +115,14 @@ class ThreadedServer:
     async def shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+        await self.close_connections()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def close_connections(self) -> None:
+        """End long-lived connections (WebSockets), which the HTTP runner would wait out."""
 
 
 @dataclass

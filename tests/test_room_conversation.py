@@ -167,13 +167,15 @@ async def test_the_agent_listens_only_to_the_person_its_job_is_for(
         await greeted(owner)
         # joins the same room by its own token, which dispatches nothing
         async with Person(livekit.url, "intruder", name) as intruder:
-            transcriptions = server.count("/audio/transcriptions")
+            heard = server.realtime_events["conversation.item.input_audio_transcription.completed"]
             server.transcripts.append("what do you know about me")
             ended = await intruder.say_and_wait(
                 speak_to_frames("What do you know about me?", tmp_path)
             )
             await asyncio.sleep(2.0)  # time enough for a turn, had the agent listened
-            assert server.count("/audio/transcriptions") == transcriptions
+            completed = server.realtime_events
+            assert completed["conversation.item.input_audio_transcription.completed"] == heard
+            assert server.transcripts == ["what do you know about me"]  # nobody heard it
             assert owner.first_sound_after(ended) is None
             server.transcripts.clear()
 

@@ -54,8 +54,12 @@ async def test_spoken_question_reaches_the_llm_and_audio_comes_back(
 
     captured, speech = await voice_turn(pool, vad, tmp_path, server, "what's the weather like")
 
-    transcription = server.bodies("/audio/transcriptions")[0]
-    assert transcription["audio_bytes"] > 16000  # the utterance itself, cut by the VAD
+    # heard over the realtime WebSocket, as it was spoken, not uploaded after it
+    events = server.realtime_events
+    assert server.count("/realtime") == 1 and events["session.update"] == 1
+    assert events["input_audio_buffer.append"] > 20  # 50 ms chunks of the utterance
+    assert events["conversation.item.input_audio_transcription.completed"] >= 1
+    assert server.count("/audio/transcriptions") == 0
     chat = server.bodies("/chat/completions")[-1]
     assert last_user_text(chat) == "what's the weather like"
     assert server.bodies("/audio/speech")[0]["input"] == "Everything is fine."
@@ -85,16 +89,34 @@ async def test_a_tool_call_by_voice(
     assert captured.seconds >= 0.25
 
 
+async def test_a_non_streaming_stt_still_hears_the_whole_utterance(
+    settings: Settings, vad: silero.VAD, tmp_path: Path, server: OpenAIServer
+) -> None:
+    server.script(Rule(text="Everything is fine.", when=lambda b: "weather" in last_user_text(b)))
+    pool = get_pool(replace(settings, stt_streaming=False))
+    try:
+        captured, _ = await voice_turn(pool, vad, tmp_path, server, "what's the weather like")
+    finally:
+        await pool.aclose()
+
+    transcription = server.bodies("/audio/transcriptions")[0]
+    assert transcription["audio_bytes"] > 16000  # the utterance itself, cut by the VAD
+    assert server.count("/realtime") == 0
+    assert last_user_text(server.bodies("/chat/completions")[-1]) == "what's the weather like"
+    assert captured.seconds >= 0.25
+
+
 async def test_stt_and_tts_fail_over_to_the_next_provider(
     settings: Settings, vad: silero.VAD, tmp_path: Path, server: OpenAIServer
 ) -> None:
+    """The streaming STT refused (its WebSocket answers 500): a non-streaming one hears."""
     with OpenAIServer() as backup:
         chain = (
             Provider(name="primary", base_url=server.base_url),
-            Provider(name="backup", base_url=backup.base_url),
+            Provider(name="backup", base_url=backup.base_url, streaming=False),
         )
         server.script(
-            Rule(path="/audio/transcriptions", fault=Fault(status=500), times=None),
+            Rule(path="/realtime", fault=Fault(status=500), times=None),
             Rule(path="/audio/speech", fault=Fault(status=503), times=None),
             Rule(text="The backup heard you.", when=lambda b: "weather" in last_user_text(b)),
         )

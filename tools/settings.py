@@ -13,6 +13,9 @@ from pool import ConfigError, PoolSettings, check_url, number, read_env, redact,
 MemoryBackend = Literal["sqlite", "postgres", "supabase"]
 ProviderKind = Literal["openai", "google", "yandex"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+# the end of a turn from what was said, from silence alone, or from livekit's bundled audio
+# end-of-turn model (turn-detector-v1-mini)
+TurnDetection = Literal["transcript", "vad", "audio"]
 
 # the registry this project grew from: OpenAI, then Google Cloud, then Yandex SpeechKit;
 # (priority, max_connections) per kind
@@ -41,6 +44,8 @@ class Provider:
     language: str | None = None  # e.g. en-US
     # the variable holding a Google service account (its JSON, or a path to the file)
     credentials_env: str | None = None
+    # an OpenAI-kind STT over the realtime WebSocket; None: STT_STREAMING
+    streaming: bool | None = None
 
     def info(self) -> dict[str, object]:
         """What the stats show of it beside its counters."""
@@ -99,6 +104,22 @@ class Settings(PoolSettings):
     # the sentence over to the next; and a recognition taking longer than this, the utterance
     tts_first_audio_deadline_s: float = setting("TTS_FIRST_AUDIO_DEADLINE_S", 2.0, check="positive")
     stt_attempt_timeout_s: float = setting("STT_ATTEMPT_TIMEOUT_S", 5.0, check="positive")
+    # OpenAI-kind speech recognition over the realtime WebSocket (a provider's "streaming"
+    # overrides it): the words are heard while the person speaks
+    stt_streaming: bool = setting("STT_STREAMING", True)
+    # the realtime server's own end of an utterance; it only closes a transcript segment
+    stt_server_silence_ms: int = setting("STT_SERVER_SILENCE_MS", 200, check="positive")
+
+    # turn-taking
+    turn_detection: TurnDetection = setting("TURN_DETECTION", "transcript")
+    # the wait after the last speech for a turn that sounds finished...
+    turn_min_delay_s: float = setting("TURN_MIN_DELAY_S", 0.25, check="non_negative")
+    # ...and at most, for one that does not ("a table for ..."): a pause that long ends it
+    turn_max_delay_s: float = setting("TURN_MAX_DELAY_S", 2.0, check="positive")
+    # the VAD's silence before it says speech ended; the words decide whether the turn did
+    vad_silence_s: float = setting("VAD_SILENCE_S", 0.3, check="positive")
+    # synthesize the first sentence of a reply before the turn is committed
+    preemptive_tts: bool = setting("PREEMPTIVE_TTS", True)
 
     # the conversation
     user_id: str = setting("USER_ID", "console-user")  # who you are in the console
@@ -153,6 +174,8 @@ class Settings(PoolSettings):
 
     def validate(self) -> None:
         super().validate()
+        if self.turn_min_delay_s > self.turn_max_delay_s:
+            raise ConfigError("TURN_MIN_DELAY_S cannot be larger than TURN_MAX_DELAY_S.")
         if self.memory_backend == "postgres" and not self.database_url:
             raise ConfigError("MEMORY_BACKEND=postgres needs DATABASE_URL.")
         if self.memory_backend == "supabase" and not (self.supabase_url and self.supabase_key):
@@ -210,6 +233,7 @@ PROVIDER_FIELDS = {
     "folder_id",
     "language",
     "credentials_env",
+    "streaming",
 }
 
 
@@ -218,7 +242,8 @@ def provider_chain(
 ) -> tuple[Provider, ...]:
     """A JSON list of {"name", "kind", "base_url", "api_key_env", "model", "voice",
     "priority", "max_connections", "keepalive_s", "folder_id", "language",
-    "credentials_env"} objects, in priority order (lower first; ties keep the list's order).
+    "credentials_env", "streaming"} objects, in priority order (lower first; ties keep the
+    list's order).
 
     Keys are named by environment variable, never written into the list itself.
     """
@@ -264,6 +289,9 @@ def _provider(at: str, item: object, env: Mapping[str, str], speech: bool) -> Pr
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"{entry}: {field_name} must be a whole number.")
         numbers[field_name] = value
+    streaming = item.get("streaming")
+    if streaming is not None and (not isinstance(streaming, bool) or kind != "openai"):
+        raise ConfigError(f"{entry}: streaming is true or false, for kind openai.")
     keepalive = item.get("keepalive_s")
     if keepalive is not None and (not isinstance(keepalive, int | float) or keepalive <= 0):
         raise ConfigError(f"{entry}: keepalive_s must be a positive number of seconds.")
@@ -280,4 +308,5 @@ def _provider(at: str, item: object, env: Mapping[str, str], speech: bool) -> Pr
         folder_id=item.get("folder_id"),
         language=item.get("language"),
         credentials_env=credentials_env,
+        streaming=streaming,
     )

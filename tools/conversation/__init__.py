@@ -1,5 +1,6 @@
 """What the person hears and when: the session on the pool's clients, the first words, the
-acknowledgement of a slow model, what is said in trouble, and learning after each turn."""
+acknowledgement of a slow model, what is said in trouble, when the person has finished,
+and learning after each turn."""
 
 from __future__ import annotations
 
@@ -13,16 +14,32 @@ from .greeting import (
     greeting_for,
     greeting_key,
 )
+from .greeting_audio import GreetingAudio, say_greeting
 from .learning import SUMMARY_KEY, PostTurnWorker, follow_turns, parse_facts
 from .parallel import CallResult, parallel_ai_calls
 from .person import register_pool_panel, wait_for_person
-from .phrases import PHRASES, PhraseKey, Phrases, speak_up_on_errors, voice_directory
+from .phrases import (
+    PHRASES,
+    PhraseKey,
+    Phrases,
+    speak_up_on_errors,
+    voice_directory,
+    voice_id,
+)
+from .playback import play
+from .reply_wait import tell_reply_waits
 from .session import (
     VOICE_CONN_OPTIONS,
     GracefulSession,
     JobResources,
     SessionData,
     build_session,
+)
+from .turn_taking import (
+    TranscriptTurnDetector,
+    end_of_turn_probability,
+    join_continuation,
+    turn_handling,
 )
 
 __all__ = [
@@ -34,23 +51,32 @@ __all__ = [
     "Acknowledgement",
     "CallResult",
     "GracefulSession",
+    "GreetingAudio",
     "JobResources",
     "PhraseKey",
     "Phrases",
     "PostTurnWorker",
     "SessionData",
+    "TranscriptTurnDetector",
     "acknowledged",
     "build_session",
     "compose_greeting",
+    "end_of_turn_probability",
     "first_words",
     "follow_turns",
     "forget_greeting",
     "greeting_for",
     "greeting_key",
+    "join_continuation",
     "parallel_ai_calls",
     "parse_facts",
+    "play",
     "register_pool_panel",
+    "say_greeting",
     "speak_up_on_errors",
+    "tell_reply_waits",
+    "turn_handling",
     "voice_directory",
+    "voice_id",
     "wait_for_person",
 ]

@@ -17,6 +17,8 @@ from livekit.agents import FlushSentinel, llm
 
 from pool import cancel_and_wait
 
+from .playback import play
+
 Chunk = llm.ChatChunk | str | FlushSentinel
 
 
@@ -108,5 +110,5 @@ class Acknowledgement:
             return
         async for _ in text:  # the segment's text is the acknowledgement; its audio is ready
             pass
-        for frame in frames:
+        async for frame in play(frames):
             yield frame

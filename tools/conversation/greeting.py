@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pool import ConnectionPool, redact
 
 from ..memory import Memory, memory_block
+from .greeting_audio import forget_greeting_audio
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +67,15 @@ async def greeting_for(
     )
 
 
-async def forget_greeting(pool: ConnectionPool, user_id: str, categories: frozenset[str]) -> None:
-    """A memory change listener: the next visit gets a fresh greeting when what it is
-    built from changed."""
+async def forget_greeting(
+    pool: ConnectionPool, user_id: str, categories: frozenset[str], *, voice: str | None = None
+) -> None:
+    """A memory change listener: the next visit gets a fresh greeting (and its audio, in
+    ``voice``) when what it is built from changed."""
     if categories & GREETING_CATEGORIES:
         await pool.cache.invalidate(greeting_key(user_id))
+        if voice is not None:
+            await forget_greeting_audio(pool.cache, user_id, voice)
 
 
 async def first_words(greeting: asyncio.Task[str], *, deadline_s: float) -> str:

@@ -14,17 +14,18 @@ import hashlib
 import json
 import logging
 import wave
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from livekit import rtc
-from livekit.agents import AgentSession, ErrorEvent, tts
+from livekit.agents import AgentSession, ErrorEvent, UserStateChangedEvent, tts
 
 from pool import cancel_and_wait, redact
 
 from ..settings import Settings
 from .greeting import GENERIC_GREETING
+from .playback import play
 
 logger = logging.getLogger(__name__)
 
@@ -46,15 +47,20 @@ _ERROR_PHRASE: dict[str, PhraseKey] = {
 }
 
 
-def voice_directory(settings: Settings) -> Path:
-    """One directory per voice: a change of TTS provider, model or voice renders anew."""
+def voice_id(settings: Settings) -> str:
+    """What the agent's voice is (its TTS chain, model and voice), as a short digest: audio
+    rendered in one voice is never played in another."""
     chain = [
         {"name": p.name, "url": p.base_url, "model": p.model, "voice": p.voice}
         for p in settings.tts_providers
     ] or [{"url": settings.openai_base_url}]
     voice = {"chain": chain, "model": settings.tts_model, "voice": settings.tts_voice}
-    digest = hashlib.sha256(json.dumps(voice, sort_keys=True).encode()).hexdigest()[:12]
-    return Path(settings.sqlite_path).parent / "phrases" / digest
+    return hashlib.sha256(json.dumps(voice, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def voice_directory(settings: Settings) -> Path:
+    """One directory per voice: a change of TTS provider, model or voice renders anew."""
+    return Path(settings.sqlite_path).parent / "phrases" / voice_id(settings)
 
 
 class Phrases:
@@ -106,7 +112,7 @@ class Phrases:
         if frames is None:
             session.say(PHRASES[key], add_to_chat_ctx=remember)
         else:
-            session.say(PHRASES[key], audio=_play(frames), add_to_chat_ctx=remember)
+            session.say(PHRASES[key], audio=play(frames), add_to_chat_ctx=remember)
 
     def _path(self, key: PhraseKey) -> Path:
         return self.directory / f"{key}.wav"
@@ -122,13 +128,21 @@ def speak_up_on_errors(
     """When STT, LLM or TTS fails for a turn after its retries, say why in a sentence.
 
     Every failed turn gets its sentence (a turn left silent is what this prevents); one
-    failure reported twice within ``min_gap_s`` (STT and LLM of the same turn) gets one.
+    failure reported twice within ``min_gap_s`` (STT and LLM of the same turn) gets one. A
+    streaming STT fails as a stream, not per turn (it reconnects every half second while its
+    provider is down), so its sentence is said once each time the person has spoken.
     """
     loop_time = clock or asyncio.get_running_loop().time
     last_said = -min_gap_s
+    spoke_since_stt_apology = False
+
+    def on_user_state(event: UserStateChangedEvent) -> None:
+        nonlocal spoke_since_stt_apology
+        if event.new_state == "speaking":
+            spoke_since_stt_apology = True
 
     def on_error(event: ErrorEvent) -> None:
-        nonlocal last_said
+        nonlocal last_said, spoke_since_stt_apology
         error = event.error
         key = _ERROR_PHRASE.get(getattr(error, "type", ""))
         if key is None or getattr(error, "recoverable", False):
@@ -136,17 +150,17 @@ def speak_up_on_errors(
         now = loop_time()
         if now - last_said < min_gap_s:
             return
+        if key == "stt":
+            if not spoke_since_stt_apology:
+                return  # nobody spoke into the broken stream: there is no turn to answer
+            spoke_since_stt_apology = False
         last_said = now
         logger.warning("%s failed for this turn; telling the person", key.upper())
         with contextlib.suppress(RuntimeError):  # the session is closing
             phrases.say(session, key)
 
     session.on("error", on_error)
-
-
-async def _play(frames: list[rtc.AudioFrame]) -> AsyncIterator[rtc.AudioFrame]:
-    for frame in frames:
-        yield frame
+    session.on("user_state_changed", on_user_state)
 
 
 def _write_wav(path: Path, frames: list[rtc.AudioFrame]) -> None:

@@ -16,9 +16,11 @@ from pool import ConnectionPool, cancel_and_wait, get_pool
 
 from ..memory import MemoryService, memory_spec, open_memory_service
 from ..providers import build_llm, build_stt, build_tts, provider_specs
+from .turn_taking import turn_handling
 
 if TYPE_CHECKING:
     from ..settings import Settings
+    from .greeting_audio import GreetingAudio
     from .learning import PostTurnWorker
     from .phrases import Phrases
 
@@ -104,16 +106,18 @@ async def build_session(
         llm=model,
         tts=await build_tts(pool, settings),
         vad=vad,
-        # the multilingual turn detector downloads its model at run time, and adaptive
-        # interruption needs LiveKit Cloud: VAD needs nothing beyond this process
-        turn_handling={"turn_detection": "vad", "interruption": {"mode": "vad"}},
+        turn_handling=turn_handling(settings),
         userdata=userdata,
     )
 
 
 class JobResources:
-    """What one job opens for its conversation, started at once so it is ready by the first
-    turn (the pool warmed, the memory store open), and closed in order when the job ends."""
+    """What one job opens for its conversation, and closes in order when the job ends.
+
+    The memory store opens at once (the greeting needs the person's memories). The pool is
+    warmed once the first words are on their way (:meth:`warm`): its probes would share the
+    event loop with the room's connection and delay the greeting (measured: 100-200 ms), and
+    the first user turn comes seconds later, on connections open by then."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -121,13 +125,18 @@ class JobResources:
         self.pool.register(memory_spec(settings))
         for spec in provider_specs(self.pool, settings).values():
             self.pool.register(spec)
-        # the first user turn should find every connection open: warm while the room connects
-        self._warming = asyncio.create_task(self.pool.warm(), name="pool-warm")
+        self._warming: asyncio.Task[object] | None = None
         self._opening = asyncio.create_task(
             open_memory_service(self.pool, settings), name="memory-open"
         )
         self.post_turn: PostTurnWorker | None = None
         self.phrases: Phrases | None = None
+        self.greeting_audio: GreetingAudio | None = None
+
+    def warm(self) -> None:
+        """Open and probe every connection the first user turn needs, in the background."""
+        if self._warming is None:
+            self._warming = asyncio.create_task(self.pool.warm(), name="pool-warm")
 
     async def memory(self) -> MemoryService:
         return await self._opening
@@ -136,8 +145,9 @@ class JobResources:
         """livekit has closed the session by now (GracefulSession lets its reply in flight
         finish), so nothing uses the clients: learn from the last exchange, flush the writes,
         then close the pool."""
-        if self.phrases is not None:
-            await self.phrases.aclose()
+        for rendering in (self.phrases, self.greeting_audio):
+            if rendering is not None:
+                await rendering.aclose()
         if self.post_turn is not None:
             await self.post_turn.aclose(deadline_s=3.0)
         opening = self._opening

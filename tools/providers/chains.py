@@ -18,6 +18,7 @@ from pool import ConnectionPool, ResourceSpec, openai_spec
 from ..settings import Provider, Settings
 from .first_output import FirstAudioTTS, FirstTokenLLM
 from .google import google_spec, google_stt, google_tts
+from .realtime_stt import RealtimeSTT
 from .yandex import YandexSTT, YandexTTS, yandex_spec
 
 
@@ -99,6 +100,23 @@ async def build_stt(pool: ConnectionPool, settings: Settings, vad: vad_module.VA
             engines.append(YandexSTT(client, meter, language=provider.language))
         elif provider.kind == "google":
             engines.append(google_stt(client, pool.meter(f"{provider.name}.stt"), provider))
+        elif settings.stt_streaming if provider.streaming is None else provider.streaming:
+            engines.append(
+                RealtimeSTT(
+                    session=await pool.http(),
+                    meter=pool.meter(f"{provider.name}.stt"),
+                    client=client,
+                    model=provider.model or settings.stt_model,
+                    language=provider.language or "en",
+                    # the server's end of an utterance closes a transcript segment; when the
+                    # person has finished is the session's to decide (turn_taking.py)
+                    turn_detection={
+                        "type": "server_vad",
+                        "silence_duration_ms": settings.stt_server_silence_ms,
+                        "prefix_padding_ms": 300,
+                    },
+                )
+            )
         else:
             engines.append(
                 openai_plugin.STT(

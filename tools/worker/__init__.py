@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from .capacity import CAPACITY, CONVERSATIONS, FULL, conversation_load
 from .console import portaudio_installed, quiet_unused_cloud_warnings, show_agent_words
-from .process import settle_heap
+from .process import import_ahead, settle_heap
 
 __all__ = [
     "CAPACITY",
     "CONVERSATIONS",
     "FULL",
     "conversation_load",
+    "import_ahead",
     "portaudio_installed",
     "quiet_unused_cloud_warnings",
     "settle_heap",
