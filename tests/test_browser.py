@@ -193,6 +193,17 @@ async def test_a_conversation_in_the_browser_with_the_pool_panel(
         30,
         "the reply",
     )
+    # the wait before it, beside it: the end of the person's words to its first audio
+    wait_ms = await until(
+        page,
+        "window.voiceRoom.transcript.find(l => /Nice to/.test(l.text) && l.waitMs > 0)?.waitMs",
+        30,
+        "the reply's wait",
+    )
+    shown = await page.locator("#transcript li.agent .wait").all_text_contents()
+    assert f"{wait_ms / 1000:.2f} s" in shown, shown
+    greeting = await page.evaluate("window.voiceRoom.transcript.find(l => l.speaker === 'agent')")
+    assert greeting["waitMs"] is None  # the greeting answers nobody
     # the pool panel, over LiveKit RPC, with the agent's real numbers
     stats = await until(
         page,

@@ -18,7 +18,7 @@ const view = {
   state: "idle", // idle | connecting | in-call | left
   agentState: null,
   agentPeakRms: 0,
-  transcript: [], // {speaker: "agent" | "you", text, final}
+  transcript: [], // {speaker: "agent" | "you", text, final, waitMs}
   stats: null,
   errors: [],
 };
@@ -54,16 +54,32 @@ function showLine(segment, speaker, text, final) {
   let line = lines.get(segment);
   if (!line) {
     const element = document.createElement("li");
-    const item = { speaker, text: "", final: false };
+    const words = document.createElement("span");
+    const wait = document.createElement("small");
+    wait.className = "wait";
+    element.append(words, wait);
+    const item = { speaker, text: "", final: false, waitMs: null };
     view.transcript.push(item);
     $("transcript").append(element);
-    line = { item, element };
+    line = { item, element, words, wait };
     lines.set(segment, line);
   }
   Object.assign(line.item, { speaker, text, final });
   line.element.className = speaker + (final ? "" : " interim");
-  line.element.textContent = text;
+  line.words.textContent = text;
   line.element.scrollIntoView({ block: "nearest" });
+}
+
+// how long the person waited for a reply (end of their speech to its first audio), as the
+// agent measured it; sent when the reply has been spoken, beside the line that shows it
+async function readReplyWait(reader) {
+  const { wait_ms: waitMs, text } = JSON.parse(await reader.readAll());
+  const replies = [...lines.values()].filter((l) => l.item.speaker === "agent").reverse();
+  const line = replies.find((l) => l.item.text === text.trim()) ?? replies[0];
+  if (!line || !Number.isFinite(waitMs)) return;
+  line.item.waitMs = waitMs;
+  line.wait.textContent = `${(waitMs / 1000).toFixed(2)} s`;
+  line.wait.title = "from the end of your words to the first sound of this reply";
 }
 
 async function readTranscription(reader) {
@@ -237,6 +253,9 @@ async function talk(name) {
   room = new Room({ adaptiveStream: true, dynacast: true });
   room.registerTextStreamHandler("lk.transcription", (reader) => {
     readTranscription(reader).catch((error) => console.warn("transcript", error));
+  });
+  room.registerTextStreamHandler("agent.reply_wait", (reader) => {
+    readReplyWait(reader).catch((error) => console.warn("reply wait", error));
   });
   room.on(RoomEvent.TrackSubscribed, (track, _publication, participant) => {
     if (track.kind === Track.Kind.Audio && participant.kind === ParticipantKind.AGENT) {
