@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 # livekit-client for the room's page, pinned by room/package-lock.json
 NODE_MODULES := room/node_modules/.package-lock.json
 
-.PHONY: run room test check format bench bench-silence bench-load bench-failover system-deps browser-deps livekit-server
+.PHONY: run room test check format bench bench-silence bench-load bench-turns bench-failover system-deps browser-deps livekit-server
 
 run: $(INSTALLED) system-deps .env
 	$(PY) agent.py console --text
@@ -36,6 +36,11 @@ bench: $(INSTALLED)
 # one worker with 1..16 people talking at once, beside a plain livekit-starter agent
 bench-load: $(INSTALLED) system-deps livekit-server
 	$(PY) -m bench.load
+
+# when the agent answers a person who has finished, and that it waits for them to finish:
+# this project beside livekit's defaults and a VAD-only agent, people at once (N = 1, 8)
+bench-turns: $(INSTALLED) system-deps livekit-server
+	$(PY) -m bench.turns
 
 # PostgreSQL primary → replica and Redis master → replica (Sentinel), killed for real
 bench-failover: $(INSTALLED) system-deps

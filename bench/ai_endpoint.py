@@ -18,6 +18,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,31 @@ from typing import Any
 import trustme
 from aiohttp import web
 
-from testbed.openai_server import OpenAIServer
+from testbed.openai_server import OpenAIServer, system_text
+from testbed.recognizer import Recognizer
 from testbed.tcp_proxy import TcpProxy
 from testbed.threaded import LoopThread
+
+# system prompts of the calls that are not a reply to the person
+_NOT_REPLIES = {
+    "learning": ("Extract facts worth remembering", "Update the running summary"),
+    "greeting": ("Write the first thing",),
+}
+
+
+def chat_kinds(server: OpenAIServer) -> dict[str, int]:
+    """Chat requests by what they are: a reply to the person (the last message theirs),
+    post-turn learning, a composed greeting, or other (a tool's follow-up, a greeting
+    asked for by instructions)."""
+    kinds: Counter[str] = Counter()
+    for body in server.bodies("/chat/completions"):
+        system = system_text(body)
+        kind = next((k for k, p in _NOT_REPLIES.items() if system.startswith(p)), None)
+        messages = body.get("messages") or [{}]
+        if kind is None:
+            kind = "reply" if messages[-1].get("role") == "user" else "other"
+        kinds[kind] += 1
+    return dict(kinds)
 
 
 def serve(
@@ -38,10 +61,13 @@ def serve(
     ca: str | None,
     *,
     http2: bool = False,
+    corpus: list[str] | None = None,
+    speech_s_per_char: float | None = None,
 ) -> None:
     """``identity``: the server's key and certificate chain (PEM) signed by ``ca``; without
     them a CA of its own is made. ``http2``: a chat endpoint that speaks HTTP/2 (hypercorn)
-    instead of the aiohttp test server (HTTP/1.1)."""
+    instead of the aiohttp test server (HTTP/1.1). ``corpus``: the sentences a real
+    recognizer hears. ``speech_s_per_char``: the agent's speech lasts as a voice's would."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     if identity and ca:
         context.load_cert_chain(identity)
@@ -58,17 +84,24 @@ def serve(
         ca_file = workdir / "ca.pem"
         authority.cert_pem.write_to_path(str(ca_file))
 
+    chat: Callable[[], dict[str, int]] | None = None
     if http2:
         port, paths, stop_server = _serve_http2(identity, delays.get("/chat/completions", 0.0))
     else:
         server = OpenAIServer(ssl_context=context)
         server.delays = delays
+        server.speech_s_per_char = speech_s_per_char
+        if corpus:
+            server.recognizer = Recognizer(corpus)
         server.start()
         port, paths, stop_server = server.port, server.paths, server.stop
+        chat = lambda: chat_kinds(server)  # noqa: E731
     proxy = TcpProxy("127.0.0.1", port, rtt_s=rtt_ms / 1000).start()
 
     async def counters(request: web.Request) -> web.Response:
-        return web.json_response({"connections": proxy.accepted, "requests": paths()})
+        return web.json_response(
+            {"connections": proxy.accepted, "requests": paths(), "chat": chat() if chat else {}}
+        )
 
     thread = LoopThread("ai-endpoint-control")
     runner = web.AppRunner(web.Application(), access_log=None)
@@ -156,9 +189,14 @@ class AIEndpoint:
         identity: Path | None = None,
         ca_file: Path | None = None,
         http2: bool = False,
+        corpus: list[str] | None = None,
+        speech_s_per_char: float | None = None,
     ) -> AIEndpoint:
         trust = ["--identity", str(identity), "--ca", str(ca_file)] if identity and ca_file else []
         trust += ["--http2"] if http2 else []
+        trust += ["--corpus", json.dumps(corpus)] if corpus else []
+        if speech_s_per_char is not None:
+            trust += ["--speech-s-per-char", str(speech_s_per_char)]
         process = subprocess.Popen(
             [
                 *(sys.executable, "-m", "bench.ai_endpoint"),
@@ -207,9 +245,19 @@ def main() -> None:
     parser.add_argument("--identity", help="the server's key and certificate chain (PEM)")
     parser.add_argument("--ca", help="the CA that signed --identity")
     parser.add_argument("--http2", action="store_true", help="a chat endpoint over HTTP/2")
+    parser.add_argument("--corpus", help="JSON list: the sentences a real recognizer hears")
+    parser.add_argument("--speech-s-per-char", type=float, help="the agent's speech pace")
     args = parser.parse_args()
     os.environ.pop("SSL_CERT_FILE", None)
-    serve(args.rtt_ms, json.loads(args.delays), args.identity, args.ca, http2=args.http2)
+    serve(
+        args.rtt_ms,
+        json.loads(args.delays),
+        args.identity,
+        args.ca,
+        http2=args.http2,
+        corpus=json.loads(args.corpus) if args.corpus else None,
+        speech_s_per_char=args.speech_s_per_char,
+    )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,16 @@ def prewarm(proc: JobProcess) -> None:
     proc.userdata["vad"] = silero.VAD.load()
 
 
-# the benchmark gives each worker its own health port
-server = AgentServer(setup_fnc=prewarm, port=int(os.environ.get("AGENT_HTTP_PORT", "8081")))
+# the benchmark gives each worker its own health port, and may raise livekit's CPU-based load
+# threshold (0.7 by default in `start`) so that every room of a turn-taking run is served
+threshold = (
+    {"load_threshold": float(os.environ["LOAD_THRESHOLD"])}
+    if "LOAD_THRESHOLD" in os.environ
+    else {}
+)
+server = AgentServer(
+    **threshold, setup_fnc=prewarm, port=int(os.environ.get("AGENT_HTTP_PORT", "8081"))
+)
 
 
 @server.rtc_session(agent_name=os.environ.get("AGENT_NAME", ""))

@@ -10,13 +10,14 @@ import time
 from typing import Any
 
 from livekit.agents import AgentSession
+from livekit.agents.utils import http_context
 from livekit.plugins import openai as openai_plugin
 from livekit.plugins import silero
 
 from agent import Assistant
 from pool import get_pool
 from testbed.audio_io import CapturedAudio, SpeechInput, speak_to_frames
-from tools.conversation import SessionData, build_session
+from tools.conversation import SessionData, build_session, turn_handling
 
 from .rig import Rig
 
@@ -49,7 +50,7 @@ async def _turn(session: AgentSession[Any], rig: Rig, frames: list[Any]) -> tupl
 
 
 async def voice_turn(rig: Rig, reps: int) -> dict[str, float]:
-    vad = silero.VAD.load()
+    vad = silero.VAD.load(min_silence_duration=rig.settings.vad_silence_s)
     frames = speak_to_frames(UTTERANCE, rig.workdir)
     settings = rig.settings
 
@@ -63,16 +64,20 @@ async def voice_turn(rig: Rig, reps: int) -> dict[str, float]:
             await pool.aclose()
 
     async def with_fresh_clients() -> tuple[float, float]:
-        # each plugin builds its own client, as livekit does when none is given
+        # each plugin builds its own client, as livekit does when none is given; the same
+        # streaming STT and turn handling as the pooled session
         options = {"base_url": settings.openai_base_url, "api_key": settings.openai_api_key}
-        session: AgentSession[Any] = AgentSession(
-            stt=openai_plugin.STT(model=settings.stt_model, use_realtime=False, **options),
-            llm=openai_plugin.LLM(model=settings.llm_model, **options),
-            tts=openai_plugin.TTS(model=settings.tts_model, voice=settings.tts_voice, **options),
-            vad=vad,
-            turn_handling={"turn_detection": "vad", "interruption": {"mode": "vad"}},
-        )
-        return await _turn(session, rig, frames)
+        async with http_context.open():
+            session: AgentSession[Any] = AgentSession(
+                stt=openai_plugin.STT(model=settings.stt_model, use_realtime=True, **options),
+                llm=openai_plugin.LLM(model=settings.llm_model, **options),
+                tts=openai_plugin.TTS(
+                    model=settings.tts_model, voice=settings.tts_voice, **options
+                ),
+                vad=vad,
+                turn_handling=turn_handling(settings),
+            )
+            return await _turn(session, rig, frames)
 
     pooled = [await with_pool() for _ in range(reps)]
     fresh = [await with_fresh_clients() for _ in range(reps)]

@@ -1,0 +1,465 @@
+"""`make bench-turns`: how soon the agent answers once a person has finished, and whether
+it waits for them to finish, beside two peers, in one run on the same servers.
+
+    this      this project's worker (agent.py): streaming STT, end of turn from the words,
+              the reply begun before the turn is committed
+    livekit   bench/default_agent.py: an AgentSession given only STT, LLM and TTS; livekit's
+              bundled VAD and audio end-of-turn model decide
+    vad-only  bench/plain_agent.py: the VAD's silence decides (what this project did before)
+
+A real LiveKit server, one worker at a time, and the AI provider in a process of its own
+(bench/ai_endpoint.py: TLS behind the latency proxy, each endpoint's own delay, and a real
+recognizer, pocketsphinx over the corpus, behind both transcription endpoints, so a sentence
+cut by a pause is heard cut). People speak the corpus in espeak-ng: complete questions,
+sentences with a 0.5, 0.8 and 1.2 s pause after a word that cannot end them, sentences that
+could end at their pause, and short answers. N people at once (N = 1 and 8).
+
+Per agent and utterance kind: end of speech → first reply sound p50/p95; utterances split
+(the agent answered in the pause); talk-over (the agent began while the person spoke); the
+conversation's LLM calls per utterance (a discarded preemptive reply is one too many); the
+worker's CPU and memory (USS, PSS) per conversation; a returning person's join → first
+greeting sound.
+
+    python -m bench.turns [--quick] [--out DIR] [--rtt-ms 20] [--people 1,8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sqlite3
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.ai_endpoint import AIEndpoint
+from bench.load import percentile
+from bench.provenance import stamp, stamp_line
+from bench.readme import replace_section
+from room.livekit_server import LiveKitServer, ensure_binary
+from testbed.audio_io import FRAME_MS, silence, speak_to_frames
+from testbed.person import Person
+from testbed.worker import Worker
+from tools.memory.stores.sqlite import SCHEMA
+
+HERE = Path(__file__).resolve().parent
+# a provider's time to first byte, per endpoint; the realtime endpoint's is from the end of
+# an utterance to its transcript (its words were heard as they were spoken)
+DELAYS = {
+    "/audio/transcriptions": 0.20,
+    "/realtime": 0.10,
+    "/chat/completions": 0.15,
+    "/audio/speech": 0.10,
+}
+SPEECH_S_PER_CHAR = 0.06  # the agent's speech lasts as long as a voice would take
+GIVE_UP_S = 10.0
+KEY = "bench-turns-key"
+AGENTS = {
+    "this": HERE.parent / "agent.py",
+    "livekit": HERE / "default_agent.py",
+    "vad-only": HERE / "plain_agent.py",
+}
+
+
+@dataclass(frozen=True)
+class Utterance:
+    kind: str
+    parts: tuple[str | float, ...]  # sentences, and seconds of pause between them
+
+
+CORPUS = (
+    Utterance("complete", ("What is the weather like today",)),
+    Utterance(
+        "paused 0.5 s, cannot end", ("I would like to book a table for", 0.5, "two people tonight")
+    ),
+    Utterance("short answer", ("yes",)),
+    Utterance("paused 0.8 s, cannot end", ("Send a message to", 0.8, "my brother")),
+    Utterance("could end at the pause", ("Set an alarm", 0.8, "for seven tomorrow morning")),
+    Utterance("complete", ("What time does the store open",)),
+    Utterance("paused 1.2 s, cannot end", ("I want to go to", 1.2, "the beach this weekend")),
+    Utterance("short answer", ("no",)),
+    Utterance("complete", ("Can you tell me a joke",)),
+    Utterance("could end at the pause", ("Order a pizza", 0.8, "with extra cheese")),
+    Utterance("short answer", ("yeah",)),
+)
+KINDS = list(dict.fromkeys(u.kind for u in CORPUS))
+
+
+def sentences() -> list[str]:
+    """What the recognizer can hear: every sentence whole, and each part a pause cuts off."""
+    heard: list[str] = []
+    for utterance in CORPUS:
+        words = [p for p in utterance.parts if isinstance(p, str)]
+        heard += [*words, " ".join(words)]
+    return heard
+
+
+@dataclass
+class Spoken:
+    frames: list[Any]
+    # (start, end) of each spoken part, in seconds from the first frame
+    parts: list[tuple[float, float]]
+
+
+def render(utterance: Utterance, workdir: Path) -> Spoken:
+    frames: list[Any] = []
+    parts = []
+    for part in utterance.parts:
+        start = len(frames) * FRAME_MS / 1000
+        if isinstance(part, str):
+            frames += speak_to_frames(part, workdir)
+            parts.append((start, len(frames) * FRAME_MS / 1000))
+        else:
+            frames += [silence() for _ in range(round(part * 1000 / FRAME_MS))]
+    return Spoken(frames, parts)
+
+
+@dataclass
+class Turn:
+    kind: str
+    wait_s: float | None  # end of speech → first reply sound; None: nothing within GIVE_UP_S
+    split: bool  # a reply began in a pause, before the person had finished
+    talk_over: bool  # a reply began while the person was speaking
+    llm_calls: int | None = None  # replies asked of the model, discarded ones included
+
+
+@dataclass
+class Visit:
+    turns: list[Turn] = field(default_factory=list)
+    greeting_s: float | None = None
+
+
+async def until_quiet(person: Person, quiet_s: float = 1.0, limit_s: float = 15.0) -> None:
+    deadline = time.perf_counter() + limit_s
+    while time.perf_counter() < deadline:
+        last = person.heard.last_sound_at
+        if last is not None and time.perf_counter() - last >= quiet_s:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def greeted(person: Person, joined: float) -> float | None:
+    deadline = joined + GIVE_UP_S
+    while not person.heard.sound_starts and time.perf_counter() < deadline:
+        await asyncio.sleep(0.02)
+    return person.heard.sound_starts[0] - joined if person.heard.sound_starts else None
+
+
+async def talk(
+    worker: Worker,
+    identity: str,
+    speech: list[Spoken],
+    delay_s: float,
+    replies: Callable[[], int] | None = None,
+) -> Visit:
+    """``replies``: the model's reply calls so far, read around each utterance (one person
+    talking alone, so every call is theirs)."""
+    await asyncio.sleep(delay_s)
+    visit = Visit()
+    person = worker.person(identity, f"turns-{uuid.uuid4().hex[:8]}")
+    joined = time.perf_counter()
+    async with person:
+        visit.greeting_s = await greeted(person, joined)
+        if visit.greeting_s is None:
+            return visit
+        await until_quiet(person)
+        for utterance, spoken in zip(CORPUS, speech, strict=True):
+            await asyncio.sleep(0.8)  # a person's pause before they speak
+            asked = await asyncio.to_thread(replies) if replies else 0
+            ended = await person.say_and_wait(spoken.frames)
+            began = ended - len(spoken.frames) * FRAME_MS / 1000
+            deadline = ended + GIVE_UP_S
+            while person.first_sound_after(ended) is None and time.perf_counter() < deadline:
+                await asyncio.sleep(0.02)
+            heard = person.first_sound_after(ended)
+            starts = [t - began for t in person.heard.sound_starts if began < t <= ended]
+            first_end = spoken.parts[0][1]
+            visit.turns.append(
+                Turn(
+                    kind=utterance.kind,
+                    wait_s=None if heard is None else heard - ended,
+                    split=any(first_end < t for t in starts),
+                    talk_over=any(a <= t <= b for t in starts for a, b in spoken.parts),
+                )
+            )
+            await until_quiet(person)
+            if replies:
+                visit.turns[-1].llm_calls = await asyncio.to_thread(replies) - asked
+    return visit
+
+
+async def greeting_only(worker: Worker, identity: str) -> float | None:
+    person = worker.person(identity, f"turns-{uuid.uuid4().hex[:8]}")
+    joined = time.perf_counter()
+    async with person:
+        heard = await greeted(person, joined)
+        await until_quiet(person)
+    return heard
+
+
+@dataclass
+class Tree:
+    """The worker and its job processes, sampled while people talk."""
+
+    root: int
+    peak_uss_mb: float = 0.0
+    peak_pss_mb: float = 0.0
+    cpu_s: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+    def sample(self) -> None:
+        try:
+            root = psutil.Process(self.root)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        uss = pss = 0.0
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                memory = process.memory_full_info()
+                uss += memory.uss
+                pss += memory.pss
+                times = process.cpu_times()
+                used = times.user + times.system
+                first = self.cpu_s.get(process.pid, (used, used))[0]
+                self.cpu_s[process.pid] = (first, used)
+        self.peak_uss_mb = max(self.peak_uss_mb, uss / 2**20)
+        self.peak_pss_mb = max(self.peak_pss_mb, pss / 2**20)
+
+    def cpu_s_used(self) -> float:
+        return sum(last - first for first, last in self.cpu_s.values())
+
+
+def ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000)
+
+
+async def measure(worker: Worker, ai: AIEndpoint, n: int, speech: list[Spoken]) -> dict[str, Any]:
+    assert worker.process is not None
+    tree = Tree(worker.process.pid)
+    tree.sample()
+    idle_uss, idle_pss = tree.peak_uss_mb, tree.peak_pss_mb
+
+    def replies() -> int:
+        return int(ai.counters()["chat"].get("reply", 0))
+
+    replies_before = replies()
+    started = time.perf_counter()
+    alone = replies if n == 1 else None
+    talks = asyncio.gather(
+        *(talk(worker, f"turns-{uuid.uuid4().hex[:6]}", speech, 0.5 * i, alone) for i in range(n))
+    )
+    while not talks.done():
+        await asyncio.to_thread(tree.sample)
+        await asyncio.sleep(0.5)
+    visits = talks.result()
+    wall = time.perf_counter() - started
+    turns = [t for v in visits for t in v.turns]
+    asked = replies() - replies_before
+    by_kind = {}
+    for kind in KINDS:
+        of_kind = [t for t in turns if t.kind == kind]
+        waits = [t.wait_s for t in of_kind if t.wait_s is not None]
+        by_kind[kind] = {
+            "turns": len(of_kind),
+            "p50_ms": ms(percentile(waits, 0.5)),
+            "p95_ms": ms(percentile(waits, 0.95)),
+            "split": sum(t.split for t in of_kind),
+            "talk_over": sum(t.talk_over for t in of_kind),
+            "unanswered": sum(t.wait_s is None for t in of_kind),
+            "llm_calls": (sum(t.llm_calls or 0 for t in of_kind) if n == 1 and of_kind else None),
+        }
+    return {
+        "n": n,
+        "turns": len(turns),
+        "by_kind": by_kind,
+        "llm_calls_per_turn": round(asked / len(turns), 2) if turns else None,
+        "cpu_s_per_conversation_minute": round(tree.cpu_s_used() / n / (wall / 60), 1),
+        "uss_mb_per_conversation": round((tree.peak_uss_mb - idle_uss) / n, 1),
+        "pss_mb_per_conversation": round((tree.peak_pss_mb - idle_pss) / n, 1),
+    }
+
+
+def seed_memory(workdir: Path, identity: str) -> None:
+    """A returning person, as far as this project's agent knows: a name it was told."""
+    with sqlite3.connect(workdir / "memory.db") as db:
+        db.executescript(SCHEMA)
+        now = time.time()
+        db.execute(
+            "INSERT OR REPLACE INTO memories VALUES (?, 'FACT', 'name', 'Robin', ?, ?)",
+            (identity, now, now),
+        )
+
+
+async def run_agent(
+    name: str,
+    livekit: LiveKitServer,
+    ai: AIEndpoint,
+    people: list[int],
+    speech: list[Spoken],
+    workdir: Path,
+) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**ai.env(), "OPENAI_API_KEY": KEY}
+    if name != "this":
+        # livekit's CPU-based load refuses rooms on 2 cores (see bench-load); here every
+        # agent must hear every person
+        env["LOAD_THRESHOLD"] = "100"
+    worker = Worker(livekit, workdir, program=AGENTS[name], **env)
+    result: dict[str, Any] = {"rows": []}
+    try:
+        await asyncio.to_thread(worker.start)
+        # a returning person's first words: the second visit after being remembered (this
+        # project composes and caches its greeting on the first one)
+        seed_memory(workdir, "returning")
+        greetings = [await greeting_only(worker, "returning") for _ in range(3)]
+        result["returning_greeting_ms"] = ms(greetings[-1])
+        result["new_person_greeting_ms"] = ms(await greeting_only(worker, "newcomer"))
+        for n in people:
+            row = await measure(worker, ai, n, speech)
+            print(f"{name:8} {json.dumps(row)}", flush=True)
+            result["rows"].append(row)
+    finally:
+        await asyncio.to_thread(worker.terminate)
+    return result
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    people = [int(n) for n in args.people.split(",")]
+    workdir = Path(tempfile.mkdtemp(prefix="bench-turns-"))
+    speech = [render(u, workdir) for u in CORPUS]
+    results: dict[str, Any] = {
+        **stamp(),
+        "rtt_ms": args.rtt_ms,
+        "provider_delays_ms": {path: round(s * 1000) for path, s in DELAYS.items()},
+        "agents": {},
+    }
+    ai = AIEndpoint.start(
+        args.rtt_ms, DELAYS, corpus=sentences(), speech_s_per_char=SPEECH_S_PER_CHAR
+    )
+    try:
+        with LiveKitServer(ensure_binary()) as livekit:
+            for name in AGENTS:
+                results["agents"][name] = await run_agent(
+                    name, livekit, ai, people, speech, workdir / name
+                )
+    finally:
+        ai.stop()
+    this, peers = results["agents"]["this"], results["agents"]
+    first = {name: a["rows"][0]["by_kind"]["complete"]["p50_ms"] for name, a in peers.items()}
+    results["goals"] = {
+        "complete_p50_vs_vad_only": ratio(first["this"], first["vad-only"]),
+        "complete_p50_vs_livekit": ratio(first["this"], first["livekit"]),
+        "returning_greeting_vs_vad_only": ratio(
+            this["returning_greeting_ms"], peers["vad-only"]["returning_greeting_ms"]
+        ),
+    }
+    if len(this["rows"]) > 1:
+        p95 = [max(v["p95_ms"] or 0 for v in row["by_kind"].values()) for row in this["rows"]]
+        results["goals"]["p95_at_most_people_vs_one"] = ratio(p95[-1], p95[0])
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    delays = ", ".join(f"{p} {d} ms" for p, d in results["provider_delays_ms"].items())
+    lines = [
+        f"{stamp_line(results)}; RTT {results['rtt_ms']:g} ms; provider delays {delays}",
+        "",
+        "| N | agent | utterance | reply p50 / p95 | split | talk-over | unanswered | LLM calls |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, agent in results["agents"].items():
+        for row in agent["rows"]:
+            for kind, k in row["by_kind"].items():
+                calls = "" if k["llm_calls"] is None else f"{k['llm_calls']}/{k['turns']}"
+                lines.append(
+                    f"| {row['n']} | {name} | {kind} | {k['p50_ms']} / {k['p95_ms']} ms | "
+                    f"{k['split']}/{k['turns']} | {k['talk_over']}/{k['turns']} | "
+                    f"{k['unanswered']} | "
+                    f"{calls} |"
+                )
+    lines += [
+        "",
+        "| agent | N | LLM calls per utterance | CPU s per conversation-minute "
+        "| USS / PSS per conversation | returning person's greeting | new person's |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, agent in results["agents"].items():
+        for row in agent["rows"]:
+            lines.append(
+                f"| {name} | {row['n']} | {row['llm_calls_per_turn']} | "
+                f"{row['cpu_s_per_conversation_minute']} | "
+                f"{row['uss_mb_per_conversation']} / {row['pss_mb_per_conversation']} MB | "
+                f"{agent['returning_greeting_ms']} ms | {agent['new_person_greeting_ms']} ms |"
+            )
+    goals = results["goals"]
+    lines += [
+        "",
+        f"Complete questions at N = 1, this / VAD-only: {goals['complete_p50_vs_vad_only']}; "
+        f"this / livekit's defaults: {goals['complete_p50_vs_livekit']}. A returning person's "
+        f"first audio, this / VAD-only: {goals['returning_greeting_vs_vad_only']}."
+        + (
+            f" This agent's worst p95 at N = 8 / at N = 1: {goals['p95_at_most_people_vs_one']}."
+            if "p95_at_most_people_vs_one" in goals
+            else ""
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(10, 4))
+    width = 0.8 / len(results["agents"])
+    for index, (name, agent) in enumerate(results["agents"].items()):
+        row = agent["rows"][0]
+        values = [row["by_kind"][k]["p50_ms"] or 0 for k in KINDS]
+        spread = [
+            (row["by_kind"][k]["p95_ms"] or 0) - v for k, v in zip(KINDS, values, strict=True)
+        ]
+        xs = [i + index * width for i in range(len(KINDS))]
+        axes.bar(xs, values, width, yerr=[[0] * len(values), spread], label=name, capsize=3)
+    axes.set_xticks([i + width for i in range(len(KINDS))], KINDS, fontsize=8)
+    axes.set_ylabel("end of speech → reply, p50 (p95 above), ms")
+    axes.legend(fontsize=8)
+    figure.suptitle(f"turn-taking at N = 1 (commit {results['commit']})", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.turns", description=__doc__)
+    parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--quick", action="store_true", help="N = 1 only")
+    parser.add_argument("--rtt-ms", type=float, default=20.0)
+    parser.add_argument("--people", default=None, help="comma-separated N, e.g. 1,8")
+    args = parser.parse_args()
+    args.people = args.people or ("1" if args.quick else "1,8")
+    results = asyncio.run(main_async(args))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "turns.json").write_text(json.dumps(results, indent=2) + "\n")
+    chart(results, args.out / "turns.png")
+    text = table(results)
+    print(text)
+    if args.out.resolve() == HERE and not args.quick:
+        replace_section("turns", text)
+
+
+if __name__ == "__main__":
+    main()
