@@ -13,6 +13,8 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
+import tempfile
 import wave
 from collections.abc import Callable
 from pathlib import Path
@@ -166,14 +168,21 @@ def speak_up_on_errors(
 def _write_wav(path: Path, frames: list[rtc.AudioFrame]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     first = frames[0]
-    partial = path.with_suffix(".tmp")
-    with wave.open(str(partial), "wb") as out:
-        out.setnchannels(first.num_channels)
-        out.setsampwidth(2)
-        out.setframerate(first.sample_rate)
-        for frame in frames:
-            out.writeframes(bytes(frame.data))
-    partial.replace(path)  # another job process never reads half a file
+    # a name of its own: job processes on a fresh machine render the same phrase at once,
+    # and a shared temporary file would be written by two and renamed by one
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    partial = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as file, wave.open(file, "wb") as out:
+            out.setnchannels(first.num_channels)
+            out.setsampwidth(2)
+            out.setframerate(first.sample_rate)
+            for frame in frames:
+                out.writeframes(bytes(frame.data))
+        partial.replace(path)  # atomic: another process reads the old file or the new one
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def _read_wav(path: Path, frame_ms: int = 20) -> list[rtc.AudioFrame]:
