@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from dataclasses import fields
 
 import pytest
@@ -115,3 +116,52 @@ def test_the_pool_reads_only_its_own_settings() -> None:
     # the agent's settings are the pool's plus its own, one environment read for both
     settings = Settings.from_env({"BREAKER_RESET_S": "7", "AGENT_NAME": "ada"})
     assert (settings.breaker_reset_s, settings.agent_name) == (7.0, "ada")
+
+
+def chain(*entries: dict[str, object]) -> str:
+    return json.dumps(list(entries))
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        # the default endpoint's name, for another endpoint: it would get the default client
+        (
+            {"LLM_PROVIDERS": chain({"name": "openai", "base_url": "https://other.example/v1"})},
+            r"LLM_PROVIDERS \(openai\): the name openai is the OPENAI_\* endpoint's",
+        ),
+        ({"STT_PROVIDERS": chain({"name": "http"})}, "one of the pool's own resources"),
+        ({"TTS_PROVIDERS": chain({"name": "sqlite"})}, "one of the pool's own resources"),
+        ({"LLM_PROVIDERS": chain({"name": "a.llm"})}, "must be letters, digits"),
+        (
+            {
+                "LLM_PROVIDERS": chain({"name": "groq", "base_url": "https://a.example/v1"}),
+                "STT_PROVIDERS": chain({"name": "groq", "base_url": "https://b.example/v1"}),
+            },
+            r"STT_PROVIDERS \(groq\): LLM_PROVIDERS has a provider of that name",
+        ),
+        ({"LLM_PROVIDERS": chain({"name": "a", "base_url": 5})}, "base_url must be a string"),
+        ({"LLM_PROVIDERS": chain({"name": "a", "base_url": "ftp://x"})}, "base_url must look"),
+        ({"LLM_PROVIDERS": chain({"name": "a", "model": ["gpt"]})}, "model must be a string"),
+        ({"LLM_PROVIDERS": chain({"name": "a", "max_connections": 0})}, "at least 1"),
+        ({"LLM_PROVIDERS": chain({"name": "a", "keepalive_s": "long"})}, "keepalive_s must be"),
+    ],
+)
+def test_a_provider_entry_that_would_be_misread_is_refused_in_one_line(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as error:
+        Settings.from_env(env)
+    assert "\n" not in str(error.value)
+
+
+def test_one_provider_in_several_chains_is_one_endpoint() -> None:
+    groq = {"name": "groq", "base_url": "https://api.groq.example/openai/v1"}
+    settings = Settings.from_env(
+        {
+            "LLM_PROVIDERS": chain({**groq, "model": "llama"}),
+            "STT_PROVIDERS": chain({**groq, "model": "whisper"}),
+            "TTS_PROVIDERS": chain({"name": "openai"}),  # the OPENAI_* endpoint by name
+        }
+    )
+    assert settings.llm_providers[0].endpoint() == settings.stt_providers[0].endpoint()

@@ -4,6 +4,7 @@ providers, the worker and the conversation, read once from the environment (and 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -46,6 +47,18 @@ class Provider:
     credentials_env: str | None = None
     # an OpenAI-kind STT over the realtime WebSocket; None: STT_STREAMING
     streaming: bool | None = None
+
+    def endpoint(self) -> tuple[object, ...]:
+        """What its pool client is built from: the same for every use of its name."""
+        return (
+            self.kind,
+            self.base_url,
+            self.api_key,
+            self.credentials_env,
+            self.folder_id,
+            self.max_connections,
+            self.keepalive_s,
+        )
 
     def info(self) -> dict[str, object]:
         """What the stats show of it beside its counters."""
@@ -176,6 +189,7 @@ class Settings(PoolSettings):
         super().validate()
         if self.turn_min_delay_s > self.turn_max_delay_s:
             raise ConfigError("TURN_MIN_DELAY_S cannot be larger than TURN_MAX_DELAY_S.")
+        self._check_provider_names()
         if self.memory_backend == "postgres" and not self.database_url:
             raise ConfigError("MEMORY_BACKEND=postgres needs DATABASE_URL.")
         if self.memory_backend == "supabase" and not (self.supabase_url and self.supabase_key):
@@ -188,6 +202,31 @@ class Settings(PoolSettings):
         if self.database_read_url and self.memory_backend != "postgres":
             raise ConfigError("DATABASE_READ_URL needs MEMORY_BACKEND=postgres.")
         check_url("SUPABASE_URL", self.supabase_url, ("http", "https"))
+
+    def _check_provider_names(self) -> None:
+        """A name is one pool resource, one client: every provider by that name, in every
+        chain, must be the same endpoint, and ``openai`` is the OPENAI_* endpoint's."""
+        chains = {"LLM_PROVIDERS": self.llm_providers, "STT_PROVIDERS": self.stt_providers}
+        chains["TTS_PROVIDERS"] = self.tts_providers
+        seen: dict[str, tuple[str, tuple[object, ...]]] = {}
+        for variable, chain in chains.items():
+            for provider in chain:
+                endpoint = provider.endpoint()
+                if provider.name == "openai" and (
+                    provider.kind != "openai"
+                    or provider.base_url not in (None, self.openai_base_url)
+                    or provider.api_key not in ("", self.openai_api_key)
+                ):
+                    raise ConfigError(
+                        f"{variable} (openai): the name openai is the OPENAI_* endpoint's; "
+                        "give a provider with its own endpoint or key a name of its own."
+                    )
+                first = seen.setdefault(provider.name, (variable, endpoint))
+                if first[1] != endpoint:
+                    raise ConfigError(
+                        f"{variable} ({provider.name}): {first[0]} has a provider of that name "
+                        "with another endpoint, key or limits; one name is one endpoint."
+                    )
 
     def require_openai(self) -> None:
         """Refuse to start a conversation with no way to reach a model."""
@@ -259,13 +298,37 @@ def provider_chain(
     return tuple(sorted(chain, key=lambda p: p.priority))  # stable: ties keep list order
 
 
+# the pool's own resources: a provider by one of these names would be handed that client
+RESERVED_NAMES = frozenset(
+    {"http", "sqlite", "sqlite-cache", "redis", "postgres", "supabase", "memory"}
+)
+TEXT_FIELDS = (
+    "kind", "base_url", "api_key_env", "model", "voice", "folder_id", "language",
+    "credentials_env",
+)  # fmt: skip
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+
+
 def _provider(at: str, item: object, env: Mapping[str, str], speech: bool) -> Provider:
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise ConfigError(f'{at} needs a "name".')
-    entry = f"{at} ({item['name']})"
+    name = item["name"]
+    if not _NAME.fullmatch(name):
+        # a dot names a capability of a resource (openai.llm), so names have none
+        raise ConfigError(
+            f"{at}: the name {name[:40]!r} must be letters, digits, '-' or '_' (at most 63)."
+        )
+    entry = f"{at} ({name})"
+    if name in RESERVED_NAMES:
+        raise ConfigError(f"{entry}: {name} is the name of one of the pool's own resources.")
     unknown = set(item) - PROVIDER_FIELDS
     if unknown:
         raise ConfigError(f"{entry} has unknown fields: {', '.join(sorted(unknown))}.")
+    for text_field in TEXT_FIELDS:
+        if text_field in item and not isinstance(item[text_field], str):
+            raise ConfigError(f"{entry}: {text_field} must be a string.")
+    if item.get("base_url") is not None:
+        check_url(f"{entry} base_url", item["base_url"], ("https", "http"))
     kind = item.get("kind", "openai")
     kinds = KIND_DEFAULTS if speech else {"openai": KIND_DEFAULTS["openai"]}
     if kind not in kinds:
@@ -286,8 +349,9 @@ def _provider(at: str, item: object, env: Mapping[str, str], speech: bool) -> Pr
     numbers = {}
     for field_name, default in (("priority", default_priority), ("max_connections", default_limit)):
         value = item.get(field_name, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{entry}: {field_name} must be a whole number.")
+        least = 1 if field_name == "max_connections" else 0
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ConfigError(f"{entry}: {field_name} must be a whole number, at least {least}.")
         numbers[field_name] = value
     streaming = item.get("streaming")
     if streaming is not None and (not isinstance(streaming, bool) or kind != "openai"):
@@ -303,7 +367,7 @@ def _provider(at: str, item: object, env: Mapping[str, str], speech: bool) -> Pr
         voice=item.get("voice"),
         kind=kind,
         priority=numbers["priority"],
-        max_connections=max(numbers["max_connections"], 1),
+        max_connections=numbers["max_connections"],
         keepalive_s=float(keepalive) if keepalive is not None else None,
         folder_id=item.get("folder_id"),
         language=item.get("language"),

@@ -42,7 +42,7 @@ def provider_specs(pool: ConnectionPool, settings: Settings) -> dict[str, Resour
                 specs[provider.name] = yandex_spec(pool, provider)
             elif provider.kind == "google":
                 specs[provider.name] = google_spec(provider)
-            elif provider.name == "openai" and provider.base_url == settings.openai_base_url:
+            elif provider.name == "openai":  # the OPENAI_* endpoint (settings checked it)
                 spec = openai_spec(settings)
                 specs[provider.name] = dataclasses.replace(spec, info=provider.info())
             else:
