@@ -11,7 +11,7 @@ from agent import Assistant, prepare_assistant
 from pool import get_pool
 from testbed.openai_server import Fault, OpenAIServer, Rule, system_text
 from tools.conversation import PostTurnWorker, SessionData, build_session, follow_turns, parse_facts
-from tools.memory import MEMORY_BLOCK_START, open_memory_service
+from tools.memory import MAX_VALUE_BYTES, MEMORY_BLOCK_START, open_memory_service
 from tools.settings import Settings
 
 
@@ -95,6 +95,29 @@ async def test_facts_learned_in_one_session_are_recalled_in_the_next(
     turn = [b for b in server.bodies("/chat/completions") if is_turn(b)][-1]
     block = system_text(turn).split(MEMORY_BLOCK_START, 1)[1]
     assert "green tea" in block and "conversation_summary" in block
+
+
+async def test_a_summary_the_model_made_too_long_or_broken_is_stored_fitted(
+    settings: Settings, server: OpenAIServer
+) -> None:
+    rambling = "\x00Ada likes tea. " + "é" * 5000 + " \ud83d"
+    server.script(
+        Rule(text="{}", when=is_extraction),
+        Rule(text=rambling, when=is_summary),
+    )
+    pool = get_pool(settings)
+    memory = await open_memory_service(pool, settings)
+    worker = PostTurnWorker(pool, memory, "ada")
+    try:
+        worker.submit("I like tea", "Noted.")
+        await worker.aclose(deadline_s=10)
+        [summary] = await memory.recall("ada", "CONTEXT")
+    finally:
+        await memory.aclose()
+        await pool.aclose()
+    assert summary.value.startswith("Ada likes tea. éé")
+    assert len(summary.value.encode()) <= MAX_VALUE_BYTES
+    assert "\x00" not in summary.value and "\ud83d" not in summary.value
 
 
 def test_malformed_extractions_are_dropped_item_by_item() -> None:

@@ -64,6 +64,8 @@ async def test_users_cannot_read_overwrite_or_delete_each_other(memory: MemorySe
         ("FACT", "k", 42, "value must be text"),
         ("FACT", None, "v", "key must be text"),
         ("FACT", "k", "nul\x00byte", "NUL"),
+        ("FACT", "k\ud83d", "v", "key contains an unpaired surrogate"),
+        ("FACT", "k", "broken emoji \ude00", "value contains an unpaired surrogate"),
     ],
 )
 async def test_bad_input_is_refused_and_writes_nothing(
@@ -84,10 +86,12 @@ async def test_batch_answers_in_order_and_fails_items_alone(memory: MemoryServic
         {"type": "get", "category": "FACT", "key": "missing"},
         {"type": "explode"},
         "not even a dict",
+        {"type": "save", "category": "FACT", "key": "pet", "value": "a cat \ud83d"},
     ]
     results = await batch_memory_operations(memory, "ada", ops)
 
-    assert [r["ok"] for r in results] == [True, True, False, True, True, False, False]
+    assert [r["ok"] for r in results] == [True, True, False, True, True, False, False, False]
+    assert "unpaired surrogate" in results[7]["error"]
     assert results[1]["value"] == "London"
     assert results[4]["value"] is None
     assert "Unknown category" in results[2]["error"]

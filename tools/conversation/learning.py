@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from typing import Any
 
 from livekit.agents import AgentSession, ChatMessage, ConversationItemAddedEvent
 
 from pool import ConnectionPool, cancel_and_wait, redact
 
-from ..memory import InvalidMemory, MemoryService, Write, save_write
+from ..memory import InvalidMemory, MemoryService, Write, fit_value, save_write
 from .parallel import parallel_ai_calls
 
 logger = logging.getLogger(__name__)
@@ -121,11 +120,9 @@ class PostTurnWorker:
                 limit=2,
             )
             writes = parse_facts(self.user_id, facts.value) if facts.ok and facts.value else []
-            if summary.ok and summary.value and summary.value.strip():
-                self.summary = summary.value.strip()[:4000]
-                writes.append(
-                    Write(self.user_id, "CONTEXT", SUMMARY_KEY, self.summary, time.time())
-                )
+            if summary.ok and summary.value and (text := fit_value(summary.value)):
+                self.summary = text
+                writes.append(save_write(self.user_id, "CONTEXT", SUMMARY_KEY, text))
             for failed in (r for r in (facts, summary) if not r.ok):
                 reason = "timed out" if failed.timed_out else redact(repr(failed.error))
                 logger.info("post-turn call did not complete: %s", reason[:200])

@@ -21,6 +21,7 @@ from .model import (
     check_user,
     check_value,
     delete_write,
+    fit_value,
     newest_per_key,
     save_write,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "check_user",
     "check_value",
     "delete_write",
+    "fit_value",
     "forget_memory",
     "memory_block",
     "memory_spec",

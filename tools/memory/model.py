@@ -89,11 +89,24 @@ class MemoryStore(Protocol):
 # -- validation ---------------------------------------------------------------------------
 
 
+def _check_encodable(what: str, text: str) -> None:
+    """Text every store can hold: UTF-8 has no form for an unpaired surrogate (a broken
+    emoji from a JSON escape), so it is refused here, not by the store's driver."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidMemory(
+            f"The {what} contains an unpaired surrogate (U+{ord(text[exc.start]):04X}) "
+            f"at character {exc.start}: it is not valid Unicode text."
+        ) from None
+
+
 def check_user(user_id: object) -> str:
     if not isinstance(user_id, str) or not user_id.strip():
         raise InvalidMemory("The user id must be a non-empty string.")
     if len(user_id) > MAX_USER_ID_CHARS or "\x00" in user_id:
         raise InvalidMemory(f"The user id must be at most {MAX_USER_ID_CHARS} characters, no NUL.")
+    _check_encodable("user id", user_id)
     return user_id
 
 
@@ -118,6 +131,7 @@ def check_key(key: object) -> str:
         raise InvalidMemory(f"The key is {len(key)} characters; the limit is {MAX_KEY_CHARS}.")
     if "\x00" in key:
         raise InvalidMemory("The key cannot contain a NUL character.")
+    _check_encodable("key", key)
     return key
 
 
@@ -126,6 +140,7 @@ def check_value(value: object) -> str:
         raise InvalidMemory("The value must be text.")
     if not value.strip():
         raise InvalidMemory("The value cannot be empty.")
+    _check_encodable("value", value)
     size = len(value.encode("utf-8"))
     if size > MAX_VALUE_BYTES:
         raise InvalidMemory(f"The value is {size} bytes; the limit is {MAX_VALUE_BYTES}.")
@@ -142,6 +157,13 @@ def save_write(user_id: str, category: object, key: object, value: object) -> Wr
         check_value(value),
         time.time(),
     )
+
+
+def fit_value(text: str) -> str:
+    """Text the model made, cut to what a value may hold: at most MAX_VALUE_BYTES of UTF-8
+    (at a character boundary), no NUL, no unpaired surrogate."""
+    clean = text.replace("\x00", "").encode("utf-8", errors="ignore")
+    return clean[:MAX_VALUE_BYTES].decode("utf-8", errors="ignore").strip()
 
 
 def delete_write(user_id: str, category: object, key: object) -> Write:
