@@ -111,6 +111,13 @@ async def test_a_summary_the_model_made_too_long_or_broken_is_stored_fitted(
     try:
         worker.submit("I like tea", "Noted.")
         await worker.aclose(deadline_s=10)
+        assert worker.learned == 1
+    finally:
+        await memory.aclose()  # the outbox's writes land
+        await pool.aclose()
+    pool = get_pool(settings)
+    memory = await open_memory_service(pool, settings)
+    try:
         [summary] = await memory.recall("ada", "CONTEXT")
     finally:
         await memory.aclose()
