@@ -21,7 +21,7 @@ from livekit.agents import AgentSession, tts
 
 from pool import Cache, cancel_and_wait, redact
 
-from .playback import play
+from .playback import pcm_frames, play
 
 logger = logging.getLogger(__name__)
 
@@ -48,17 +48,7 @@ class GreetingAudio:
         if not isinstance(stored, dict) or stored.get("text") != _digest(text):
             return None
         pcm = base64.b64decode(stored["pcm"])
-        rate, channels = int(stored["rate"]), int(stored["channels"])
-        step = rate // 50 * channels * 2  # 20 ms frames
-        return [
-            rtc.AudioFrame(
-                pcm[i : i + step],
-                sample_rate=rate,
-                num_channels=channels,
-                samples_per_channel=len(pcm[i : i + step]) // (2 * channels),
-            )
-            for i in range(0, len(pcm) - 2 * channels + 1, step)
-        ]
+        return pcm_frames(pcm, int(stored["rate"]), int(stored["channels"]))
 
     def render_later(self, user_id: str, text: str, voice: tts.TTS[Any]) -> None:
         """Synthesize ``text`` and store it, off the conversation's path."""

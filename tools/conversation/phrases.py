@@ -27,7 +27,7 @@ from pool import cancel_and_wait, redact
 
 from ..settings import Settings
 from .greeting import GENERIC_GREETING
-from .playback import play
+from .playback import pcm_frames, play
 
 logger = logging.getLogger(__name__)
 
@@ -189,14 +189,4 @@ def _read_wav(path: Path, frame_ms: int = 20) -> list[rtc.AudioFrame]:
     with wave.open(str(path), "rb") as source:
         rate, channels = source.getframerate(), source.getnchannels()
         pcm = source.readframes(source.getnframes())
-    step = rate * frame_ms // 1000 * channels * 2
-    return [
-        rtc.AudioFrame(
-            pcm[i : i + step],
-            sample_rate=rate,
-            num_channels=channels,
-            samples_per_channel=len(pcm[i : i + step]) // (2 * channels),
-        )
-        for i in range(0, len(pcm), step)
-        if len(pcm[i : i + step]) >= 2 * channels
-    ]
+    return pcm_frames(pcm, rate, channels, frame_ms)
