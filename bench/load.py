@@ -36,7 +36,7 @@ import psutil
 
 from bench.ai_endpoint import AIEndpoint
 from bench.provenance import stamp, stamp_line
-from bench.readme import replace_section
+from bench.readme import publish
 from room.livekit_server import LiveKitServer, ensure_binary
 from testbed.audio_io import speak_to_frames
 from testbed.person import Person
@@ -352,13 +352,7 @@ def main() -> None:
     args = parser.parse_args()
     args.people = args.people or ("1,2" if args.quick else "1,2,4,8,16")
     results = asyncio.run(main_async(args))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "load.json").write_text(json.dumps(results, indent=2) + "\n")
-    chart(results, args.out / "load.png")
-    text = table(results)
-    print(text)
-    if args.out.resolve() == HERE and not args.quick:
-        replace_section("load", text)
+    publish("load", results, args.out, table=table, chart=chart, quick=args.quick)
 
 
 if __name__ == "__main__":

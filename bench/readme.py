@@ -3,8 +3,12 @@ text between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+HERE = Path(__file__).resolve().parent
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -16,3 +20,23 @@ def replace_section(name: str, text: str, readme: Path = README) -> None:
     head, rest = content.split(start, 1)
     _, tail = rest.split(end, 1)
     readme.write_text(f"{head}{start}\n{text.strip()}\n{end}{tail}")
+
+
+def publish(
+    name: str,
+    results: dict[str, Any],
+    out: Path,
+    *,
+    table: Callable[[dict[str, Any]], str],
+    chart: Callable[[dict[str, Any], Path], None],
+    quick: bool,
+) -> None:
+    """``name``.json and ``name``.png in ``out``, the table printed, and (a full run into
+    bench/) written into the README's section."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    chart(results, out / f"{name}.png")
+    text = table(results)
+    print(text)
+    if out.resolve() == HERE and not quick:
+        replace_section(name, text)

@@ -43,7 +43,7 @@ import psutil
 from bench.ai_endpoint import AIEndpoint
 from bench.load import percentile
 from bench.provenance import stamp, stamp_line
-from bench.readme import replace_section
+from bench.readme import publish
 from room.livekit_server import LiveKitServer, ensure_binary
 from testbed.audio_io import FRAME_MS, silence, speak_to_frames
 from testbed.person import Person
@@ -452,13 +452,7 @@ def main() -> None:
     args = parser.parse_args()
     args.people = args.people or ("1" if args.quick else "1,8")
     results = asyncio.run(main_async(args))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "turns.json").write_text(json.dumps(results, indent=2) + "\n")
-    chart(results, args.out / "turns.png")
-    text = table(results)
-    print(text)
-    if args.out.resolve() == HERE and not args.quick:
-        replace_section("turns", text)
+    publish("turns", results, args.out, table=table, chart=chart, quick=args.quick)
 
 
 if __name__ == "__main__":
