@@ -12,6 +12,8 @@ from livekit import rtc
 from livekit.agents import AgentSession, ConversationItemAddedEvent
 from livekit.agents.llm import ChatMessage
 
+from pool import redact
+
 logger = logging.getLogger(__name__)
 
 TOPIC = "agent.reply_wait"
@@ -36,7 +38,7 @@ def tell_reply_waits(session: AgentSession[Any], room: rtc.Room, person: str) ->
                 json.dumps(payload), topic=TOPIC, destination_identities=[person]
             )
         except Exception as error:  # the page misses one figure; the conversation goes on
-            logger.debug("reply wait not sent: %s", error)
+            logger.debug("reply wait not sent: %s", redact(str(error))[:200])
 
     def on_item(event: ConversationItemAddedEvent) -> None:
         item = event.item
