@@ -69,7 +69,7 @@ from tools.pool_tools import cleanup_report, stats_report
 from tools.providers import import_plugin, uses_google
 from tools.settings import Settings
 from tools.worker import (
-    conversation_load,
+    ConversationServer,
     import_ahead,
     portaudio_installed,
     quiet_unused_cloud_warnings,
@@ -334,12 +334,11 @@ def build_server(settings: Settings, command: str = "start") -> AgentServer:
     options: dict[str, Any] = {"log_level": "WARN" if level == "WARNING" else level}
     if settings.agent_http_port is not None:
         options["port"] = settings.agent_http_port
-    server = AgentServer(
+    server = ConversationServer(
+        capacity=settings.max_conversations,
         setup_fnc=prewarm,
         prometheus_port=settings.prometheus_port,
         drain_timeout=round(settings.drain_timeout_s),
-        load_fnc=conversation_load(settings.max_conversations),
-        load_threshold=1.0,
         # processes ready before a burst: starting one is the CPU spike a burst would pay
         num_idle_processes=min(settings.max_conversations, settings.idle_processes),
         # room for finish_session and the memory flush before the process is killed

@@ -57,6 +57,56 @@ async def test_a_room_nobody_joins_ends_its_job(
         assert "Traceback" not in worker.output()
 
 
+def job_requests(worker: Worker) -> set[str]:
+    """The rooms the worker said yes to."""
+    rooms = set()
+    for line in worker.output().splitlines():
+        if '"received job request"' in line:
+            rooms.add(json.loads(line)["room"])
+    return rooms
+
+
+async def test_a_burst_of_rooms_on_an_idle_worker_gets_exactly_its_capacity(
+    livekit: LiveKitServer, openai_server: OpenAIServer, tmp_path: Path
+) -> None:
+    # one warm process: livekit's own estimate took a waiting room for a whole worker,
+    # so an idle worker said yes to one room of a burst and nobody ever joined the others
+    env = room_env(
+        openai_server.base_url,
+        OPENAI_API_KEY=KEY,
+        MAX_CONVERSATIONS="3",
+        IDLE_PROCESSES="1",
+        PARTICIPANT_WAIT_S="20",
+    )
+    with Worker(livekit, tmp_path, **env) as worker:
+        names = [room() for _ in range(4)]
+        async with api.LiveKitAPI(livekit.http_url, API_KEY, API_SECRET) as lk:
+            for name in names:
+                await lk.room.create_room(api.CreateRoomRequest(name=name, empty_timeout=60))
+            await asyncio.gather(
+                *(
+                    lk.agent_dispatch.create_dispatch(
+                        api.CreateAgentDispatchRequest(agent_name=worker.agent_name, room=name)
+                    )
+                    for name in names
+                )
+            )
+
+            def refused() -> list[str]:
+                lines = livekit.log().splitlines()
+                return [
+                    name for name in names for line in lines if "no worker" in line and name in line
+                ]
+
+            await wait_until(lambda: len(job_requests(worker)) == 3, 30, what="three rooms taken")
+            # the fourth is refused at once, and livekit tells the room's creator so
+            await wait_until(refused, 30, what="the fourth room refused")
+            worker.wait_for("worker is full: 3 of 3 conversations", 30)
+        assert job_requests(worker) | set(refused()) == set(names)
+        assert len(job_requests(worker)) == 3
+        assert "Traceback" not in worker.output()
+
+
 @pytest.mark.parametrize("run", range(5))
 async def test_four_rooms_at_once_are_each_answered_and_keep_their_own_memory(
     run: int, worker: Worker, server: OpenAIServer, workdir: Path, tmp_path: Path
@@ -70,8 +120,10 @@ async def test_four_rooms_at_once_are_each_answered_and_keep_their_own_memory(
         server.script(
             Rule(
                 tool_calls=[("saveMemory", {"category": "FACT", "key": "name", "value": who})],
+                # a loaded machine's VAD may cut the sentence in two, and the test server
+                # hears the whole sentence in each part (by its tone): "i am ana i am ana"
                 when=lambda b, who=who: (
-                    f"i am {who}" == last_user_text(b) and not has_tool_result(b)
+                    f"i am {who}" in last_user_text(b) and not has_tool_result(b)
                 ),
             ),
         )

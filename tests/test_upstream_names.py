@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import inspect
 
+from livekit.agents import AgentServer
 from livekit.plugins import openai as openai_plugin
 
 from tools.providers.realtime_stt import PRIVATE_API, RealtimeSTT
+from tools.worker import capacity
 
 
 def test_the_realtime_stt_overrides_names_livekit_still_has() -> None:
@@ -22,3 +24,15 @@ def test_the_realtime_stt_overrides_names_livekit_still_has() -> None:
             inspect.signature(upstream).parameters
         ), f"livekit's {name} changed its parameters: {inspect.signature(upstream)}"
         assert inspect.iscoroutinefunction(ours) == inspect.iscoroutinefunction(upstream), name
+
+
+def test_the_conversation_server_overrides_names_livekit_still_has() -> None:
+    method, counter = capacity.PRIVATE_API
+    upstream = getattr(AgentServer, method, None)
+    assert upstream is not None, f"livekit's AgentServer no longer has {method}: adapt it"
+    assert capacity.ConversationServer._get_effective_load is not upstream
+    assert list(inspect.signature(upstream).parameters) == ["self"], inspect.signature(upstream)
+    # the rooms said yes to but not yet started, which the override counts
+    source = inspect.getsource(AgentServer)
+    assert f"self.{counter} += 1" in source, f"livekit's AgentServer no longer keeps {counter}"
+    assert f"self.{counter} -= 1" in source, f"livekit's AgentServer no longer keeps {counter}"

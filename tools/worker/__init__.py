@@ -3,7 +3,7 @@ the terminal console's view of the agent's words, and the job process's heap."""
 
 from __future__ import annotations
 
-from .capacity import CAPACITY, CONVERSATIONS, FULL, conversation_load
+from .capacity import CAPACITY, CONVERSATIONS, FULL, ConversationServer
 from .console import portaudio_installed, quiet_unused_cloud_warnings, show_agent_words
 from .process import import_ahead, settle_heap
 
@@ -11,7 +11,7 @@ __all__ = [
     "CAPACITY",
     "CONVERSATIONS",
     "FULL",
-    "conversation_load",
+    "ConversationServer",
     "import_ahead",
     "portaudio_installed",
     "quiet_unused_cloud_warnings",
