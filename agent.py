@@ -384,6 +384,11 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    if command == "console":
+        # livekit builds the console's stand-in room with unittest.mock, a 100-200 ms stall
+        # on a busy machine that it would report on the first screen; in the console a
+        # stall is worth a line when a person would notice it
+        os.environ.setdefault("LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS", "500")
     import_ahead()
     warm_tls()  # the CA bundle parsed here, not on the first job's event loop
     settle_heap()
