@@ -12,6 +12,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import ClassVar
 
 import psutil
 
@@ -37,6 +38,9 @@ def agent_env(workdir: Path, **extra: str) -> dict[str, str]:
 
 
 class Worker:
+    # every worker started in this process, so a failed test can show their logs
+    started: ClassVar[list[Worker]] = []
+
     def __init__(
         self,
         livekit: LiveKitServer,
@@ -75,6 +79,7 @@ class Worker:
             stdin=subprocess.DEVNULL,
         )
         log.close()
+        Worker.started.append(self)
         self.wait_for("registered worker", timeout_s)
         return self
 

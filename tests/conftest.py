@@ -32,6 +32,30 @@ from tests.support.services import (
 from tools.memory import MemoryService, open_memory_service
 from tools.settings import Settings
 
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test that ran a worker shows that worker's last log lines: under CI they are
+    all there is to tell a room nobody joined from a job that failed."""
+    report = yield
+    if call.when == "call" and report.failed:
+        workers = Worker.started[item.stash.get(WORKERS_BEFORE, len(Worker.started)) :]
+        shared = getattr(item, "funcargs", {}).get("worker")
+        if isinstance(shared, Worker) and shared not in workers:
+            workers.append(shared)
+        for worker in workers:
+            report.sections.append((f"worker {worker.agent_name} log", worker.tail(60)))
+    return report
+
+
+WORKERS_BEFORE = pytest.StashKey[int]()
+
+
+@pytest.fixture(autouse=True)
+def _count_workers(request: pytest.FixtureRequest) -> None:
+    request.node.stash[WORKERS_BEFORE] = len(Worker.started)
+
+
 # a throwaway redis-server on a free port, started on first use (see the redis_url fixture)
 redis_proc = factories.redis_proc(port=None)
 
