@@ -46,6 +46,7 @@ from tools.conversation import (
     forget_greeting,
     greeting_for,
     join_continuation,
+    memory_user,
     register_pool_panel,
     say_greeting,
     speak_up_on_errors,
@@ -258,14 +259,14 @@ async def entrypoint(ctx: JobContext) -> None:
     memory = await job.memory()
     in_console = ctx.is_fake_job()
     if in_console:  # one person, named by USER_ID
-        user_id = settings.user_id
+        user_id = identity = settings.user_id
     else:
-        register_pool_panel(ctx.room, lambda: stats_report(job.pool, memory.outbox))
         person = await wait_for_person(ctx, settings.participant_wait_s)
         if person is None:
             ctx.shutdown(reason="no participant joined")
             return
-        user_id = person.identity
+        user_id, identity = memory_user(person), person.identity
+        register_pool_panel(ctx.room, identity, lambda: stats_report(job.pool, memory.outbox))
     ctx.log_context_fields = {"room": ctx.room.name, "user": user_id}
 
     phrases = job.phrases = ctx.proc.userdata.get("phrases") or loaded_phrases(settings)
@@ -286,7 +287,7 @@ async def entrypoint(ctx: JobContext) -> None:
     follow_turns(session, job.post_turn)
     speak_up_on_errors(session, phrases)
     if not in_console:
-        tell_reply_waits(session, ctx.room, user_id)
+        tell_reply_waits(session, ctx.room, identity)
     if session.tts is not None:
         phrases.prepare_in_background(session.tts)  # rendered once per machine and voice
     # the job ends with its conversation: the person left, or the session failed for good
@@ -295,7 +296,7 @@ async def entrypoint(ctx: JobContext) -> None:
         agent=assistant,
         room=ctx.room,
         # the memory belongs to this person: nobody else who joins is heard as them
-        room_options=room_io.RoomOptions(participant_identity=user_id),
+        room_options=room_io.RoomOptions(participant_identity=identity),
     )
     gc.freeze()  # what the session built lives as long as it: out of the collector's way
 

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+from livekit import rtc
 
 from room.livekit_server import LiveKitServer
 from testbed.audio_io import speak_to_frames
@@ -183,6 +184,30 @@ async def test_the_agent_listens_only_to_the_person_its_job_is_for(
             # the owner left: the session ends and the agent leaves with it
             await asyncio.wait_for(intruder.agent_left.wait(), 20)
             assert intruder.said_by_agent() == []
+
+
+async def test_the_pool_panel_answers_only_the_person_its_job_is_for(
+    livekit: LiveKitServer, worker: Worker
+) -> None:
+    name = room()
+    async with worker.person("owner", name) as owner:
+        await greeted(owner)
+        assert owner.agent_identity is not None
+
+        async def ask_stats(person: Person) -> str:
+            return await person.room.local_participant.perform_rpc(
+                destination_identity=str(owner.agent_identity),
+                method="getConnectionPoolStats",
+                payload="",
+            )
+
+        stats = json.loads(await ask_stats(owner))
+        assert "resources" in stats
+        async with Person(livekit.url, "intruder", name) as intruder:
+            with pytest.raises(rtc.RpcError, match="only the person"):
+                await ask_stats(intruder)
+        # and the person is still answered, in the same session
+        assert json.loads(await ask_stats(owner))["pool"] == stats["pool"]
 
 
 async def test_no_secret_reaches_the_output_of_the_worker_or_its_jobs(

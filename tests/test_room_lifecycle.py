@@ -57,6 +57,26 @@ async def test_a_room_nobody_joins_ends_its_job(
         assert "Traceback" not in worker.output()
 
 
+async def test_a_room_closed_while_the_agent_waits_is_nobody_came_not_a_crash(
+    livekit: LiveKitServer, openai_server: OpenAIServer, tmp_path: Path
+) -> None:
+    # a caller who hung up before the agent arrived: LiveKit closes the room around the
+    # waiting agent, which is there alone
+    env = room_env(openai_server.base_url, OPENAI_API_KEY=KEY, PARTICIPANT_WAIT_S="60")
+    with Worker(livekit, tmp_path, **env) as worker:
+        name = room()
+        async with api.LiveKitAPI(livekit.http_url, API_KEY, API_SECRET) as lk:
+            await lk.room.create_room(api.CreateRoomRequest(name=name, empty_timeout=2))
+            await lk.agent_dispatch.create_dispatch(
+                api.CreateAgentDispatchRequest(agent_name=worker.agent_name, room=name)
+            )
+            worker.wait_for(f"room {name} closed before anybody joined; ending the job", 40)
+            worker.wait_for("process exiting", 30)
+        output = worker.output()
+        assert "Traceback" not in output
+        assert '"level": "ERROR"' not in output
+
+
 def job_requests(worker: Worker) -> set[str]:
     """The rooms the worker said yes to."""
     rooms = set()

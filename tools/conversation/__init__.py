@@ -17,7 +17,7 @@ from .greeting import (
 from .greeting_audio import GreetingAudio, say_greeting
 from .learning import SUMMARY_KEY, PostTurnWorker, follow_turns, parse_facts
 from .parallel import CallResult, parallel_ai_calls
-from .person import register_pool_panel, wait_for_person
+from .person import SERVED_KINDS, memory_user, register_pool_panel, wait_for_person
 from .phrases import (
     PHRASES,
     PhraseKey,
@@ -46,6 +46,7 @@ __all__ = [
     "GENERIC_GREETING",
     "GREETING_CATEGORIES",
     "PHRASES",
+    "SERVED_KINDS",
     "SUMMARY_KEY",
     "VOICE_CONN_OPTIONS",
     "Acknowledgement",
@@ -68,6 +69,7 @@ __all__ = [
     "greeting_for",
     "greeting_key",
     "join_continuation",
+    "memory_user",
     "parallel_ai_calls",
     "parse_facts",
     "play",
