@@ -54,6 +54,18 @@ async def test_users_cannot_read_overwrite_or_delete_each_other(memory: MemorySe
     assert batch == [{"ok": True, "value": None}]
 
 
+async def test_one_text_in_two_unicode_spellings_is_one_user_and_one_key(
+    memory: MemoryService,
+) -> None:
+    # é as one character, and as e with a combining accent
+    await memory.save("Zo\u00eb", "FACT", "caf\u00e9", "black")
+    await memory.save("Zoe\u0308", "FACT", "cafe\u0301", "with milk")
+    assert values(await memory.recall("Zoe\u0308")) == {("FACT", "caf\u00e9"): "with milk"}
+    assert (await memory.get("Zo\u00eb", "FACT", "cafe\u0301")) is not None
+    # case is part of an identity, as LiveKit compares them
+    assert await memory.recall("zo\u00eb") == []
+
+
 @pytest.mark.parametrize(
     ("category", "key", "value", "message"),
     [

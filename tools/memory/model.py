@@ -8,6 +8,7 @@ A memory is ``(user_id, category, key, value, created_at, updated_at)``, unique 
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -107,7 +108,8 @@ def check_user(user_id: object) -> str:
     if len(user_id) > MAX_USER_ID_CHARS or "\x00" in user_id:
         raise InvalidMemory(f"The user id must be at most {MAX_USER_ID_CHARS} characters, no NUL.")
     _check_encodable("user id", user_id)
-    return user_id
+    # one text, one person: é typed as one character or as e and an accent
+    return unicodedata.normalize("NFC", user_id)
 
 
 def check_category(category: object) -> Category:
@@ -132,7 +134,7 @@ def check_key(key: object) -> str:
     if "\x00" in key:
         raise InvalidMemory("The key cannot contain a NUL character.")
     _check_encodable("key", key)
-    return key
+    return unicodedata.normalize("NFC", key)
 
 
 def check_value(value: object) -> str:

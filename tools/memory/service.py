@@ -158,7 +158,7 @@ class MemoryService:
         self, user_id: str, category: object | None = None, key: object | None = None
     ) -> list[Memory]:
         """By key (with its category), by category, or all of the user's memories."""
-        check_user(user_id)
+        user_id = check_user(user_id)
         if key is not None:
             if category is None:
                 matches = await self.recall(user_id)
@@ -175,7 +175,7 @@ class MemoryService:
 
         All saves and deletes go in one round trip, all gets in one query.
         """
-        check_user(user_id)
+        user_id = check_user(user_id)
         if len(ops) > MAX_BATCH:
             raise InvalidMemory(f"A batch holds at most {MAX_BATCH} operations, got {len(ops)}.")
         results: list[OpResult | None] = [None] * len(ops)
