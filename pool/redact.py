@@ -24,6 +24,10 @@ _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}
 
 _lock = threading.Lock()
 _known: set[str] = set()
+# a secret this short is masked where it stands alone (between non-alphanumerics), so that
+# a four-digit password hides in "password=1234" without eating every 1234 inside a number
+_SHORT = 6
+_short: dict[str, re.Pattern[str]] = {}
 
 
 def register_secrets(secrets: Iterable[str | None]) -> None:
@@ -44,17 +48,23 @@ def register_secrets(secrets: Iterable[str | None]) -> None:
             if password:
                 values.add(unquote(password))
     with _lock:
-        # very short values would mask ordinary words
-        _known.update(v for v in values if len(v) >= 6)
+        _known.update(v for v in values if len(v) >= _SHORT)
+        for value in values:
+            if len(value) < _SHORT:
+                _short[value] = re.compile(rf"(?<![^\W_]){re.escape(value)}(?![^\W_])")
 
 
 def redact(text: str) -> str:
     """Return ``text`` with every known secret, URL password and token masked."""
     with _lock:
         known = sorted(_known, key=len, reverse=True)
+        short = sorted(_short.items(), key=lambda item: len(item[0]), reverse=True)
     for secret in known:
         if secret in text:
             text = text.replace(secret, MASK)
+    for secret, alone in short:
+        if secret in text:
+            text = alone.sub(MASK, text)
     text = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}{MASK}@", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)}{MASK}", text)
     text = _OPENAI_KEY.sub(MASK, text)

@@ -5,7 +5,7 @@ from dataclasses import fields
 
 import pytest
 
-from pool import ConfigError, PoolSettings, redact
+from pool import ConfigError, PoolSettings, redact, register_secrets
 from tools.settings import Settings
 
 
@@ -84,6 +84,16 @@ def test_secrets_never_show_in_repr_public_view_or_redacted_text() -> None:
         assert secret not in redact(f"error talking to {secret}")
     assert redact("redis://:topsecretpw@cache:6379/0") == "redis://:***@cache:6379/0"
     assert redact("Authorization: Bearer abcdefghijklmnop") == "Authorization: Bearer ***"
+
+
+def test_a_short_secret_is_masked_where_it_stands_without_eating_ordinary_text() -> None:
+    register_secrets(["postgresql://app:k9z@db:5432/mem", "Qx4"])
+    assert (
+        redact('FATAL: password "k9z" rejected for app') == 'FATAL: password "***" rejected for app'
+    )
+    assert redact("key=Qx4; retrying") == "key=***; retrying"
+    # the same letters inside a longer word are that word, not the secret
+    assert redact("k9zone Qx42") == "k9zone Qx42"
 
 
 def test_several_database_hosts_and_sentinels_are_read() -> None:
