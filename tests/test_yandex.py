@@ -24,7 +24,7 @@ from testbed.waiting import wait_until
 from testbed.yandex import YandexDouble
 from tools.conversation import SessionData, build_session
 from tools.pool_tools import stats_summary
-from tools.providers import build_stt, build_tts
+from tools.providers import build_stt, build_tts, yandex_spec
 from tools.settings import Provider, Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("espeak")]
@@ -236,3 +236,16 @@ def test_providers_come_in_priority_order_with_limits_per_kind() -> None:
     ]
     with pytest.raises(ConfigError, match="kind must be one of openai"):
         Settings.from_env({**env, "LLM_PROVIDERS": env["STT_PROVIDERS"]})
+
+
+async def test_the_client_shows_no_key_in_repr_or_in_logs_of_it(
+    settings: Settings, yandex: YandexDouble
+) -> None:
+    provider = speechkit(yandex)
+    pool = get_pool(settings)
+    try:
+        client = await pool.acquire(yandex_spec(pool, provider))
+        assert KEY not in repr(client) and KEY not in str(client)
+        assert FOLDER in repr(client)  # what it is for stays visible
+    finally:
+        await pool.aclose()

@@ -19,7 +19,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -54,7 +54,7 @@ class YandexClient:
     shared by its STT and TTS."""
 
     session: Callable[[], Awaitable[aiohttp.ClientSession]]
-    api_key: str
+    api_key: str = field(repr=False)
     folder_id: str | None
     stt_url: str
     tts_url: str
