@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from pool import CircuitOpenError
+from pool import CircuitOpenError, redact
 
 Category = Literal["FACT", "PREFERENCE", "CONTEXT"]
 CATEGORIES: tuple[Category, ...] = ("FACT", "PREFERENCE", "CONTEXT")
@@ -181,6 +181,20 @@ def newest_per_key(writes: Sequence[Write]) -> list[Write]:
         if slot not in latest or write.written_at >= latest[slot].written_at:
             latest[slot] = write
     return list(latest.values())
+
+
+def store_error(exc: BaseException) -> str:
+    """A store's error as a log line, a set-aside reason or ``memory outbox`` may show it:
+    its type, code and message, redacted. Never PostgREST's details and hints, which quote
+    the failing row ("Failing row contains (ada, FACT, name, …)"): a memory's text."""
+    message = getattr(exc, "message", None)
+    code = getattr(exc, "code", None) or getattr(exc, "sqlstate", None)
+    if not isinstance(message, str) or not message:
+        message = str(exc).splitlines()[0] if str(exc) else ""
+    name = type(exc).__name__
+    if isinstance(code, str) and code:
+        name = f"{name} {code}"
+    return redact(f"{name}: {message}" if message else name)[:500]
 
 
 def store_retryable(store: MemoryStore) -> Callable[[BaseException], bool]:

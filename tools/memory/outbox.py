@@ -24,9 +24,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from pool import CircuitOpenError, RetryPolicy, cancel_and_wait, redact
+from pool import CircuitOpenError, RetryPolicy, cancel_and_wait
 
-from .model import MemoryStore, Write
+from .model import MemoryStore, Write, store_error
 from .outage_log import OutageLog
 from .outbox_file import OutboxFile, OutboxReport, QueuedWrite
 
@@ -40,10 +40,6 @@ MAX_FAILURES = 5
 # no writes at all (a read-only primary, a full disk): an outage, counted against no write
 GIVE_UP_AFTER = 3
 PING_TIMEOUT_S = 2.0
-
-
-def _reason(exc: BaseException) -> str:
-    return redact(f"{type(exc).__name__}: {exc}")[:500]
 
 
 @dataclass
@@ -154,14 +150,14 @@ class Outbox:
                     flush.failed_in_a_row += 1
                     if not flush.stored and not await self._takes_writes(store, flush):
                         await self.file.keep_apart(
-                            [q for p in (part, *parts) for q in p], _reason(exc)
+                            [q for p in (part, *parts) for q in p], store_error(exc)
                         )
                         raise
                     if len(part) == 1:
                         flush.failed_alone.append((part[0], exc))
                         continue
                 elif len(part) == 1:
-                    await self._set_aside(part[0], _reason(exc))
+                    await self._set_aside(part[0], store_error(exc))
                     flush.set_aside += 1
                     continue
                 middle = len(part) // 2
@@ -195,15 +191,15 @@ class Outbox:
             return
         if not flush.stored:
             last = flush.failed_alone[-1][1]
-            await self.file.keep_apart([q for q, _ in flush.failed_alone], _reason(last))
+            await self.file.keep_apart([q for q, _ in flush.failed_alone], store_error(last))
             raise last
         for queued, exc in flush.failed_alone:
             if queued.failures + 1 >= MAX_FAILURES:
                 reason = f"failed {MAX_FAILURES} times while other writes were stored"
-                await self._set_aside(queued, f"{reason}: {_reason(exc)}")
+                await self._set_aside(queued, f"{reason}: {store_error(exc)}")
                 flush.set_aside += 1
             else:
-                await self.file.count_failure(queued, _reason(exc))
+                await self.file.count_failure(queued, store_error(exc))
 
     async def _set_aside(self, queued: QueuedWrite, reason: str) -> None:
         write = queued.write
@@ -249,7 +245,7 @@ class Outbox:
     async def note_outage(self, exc: BaseException) -> None:
         """The store could not be reached (here or by a caller that queued instead)."""
         waiting, oldest = await self.file.waiting()
-        self.outage.failed(_reason(exc)[:200], waiting, oldest)
+        self.outage.failed(store_error(exc)[:200], waiting, oldest)
 
     async def drain(self, deadline_s: float) -> int:
         """Flush until empty or the deadline; returns how many writes stay for the next start."""

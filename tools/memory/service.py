@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiolimiter import AsyncLimiter
 
-from pool import CircuitOpenError, ConnectionPool, RetryPolicy, redact
+from pool import CircuitOpenError, ConnectionPool, RetryPolicy
 
 from .model import (
     MAX_BATCH,
@@ -26,6 +26,7 @@ from .model import (
     check_user,
     delete_write,
     save_write,
+    store_error,
     store_retryable,
 )
 
@@ -120,7 +121,7 @@ class MemoryService:
                 try:
                     await listener(user_id, frozenset(categories))
                 except Exception as exc:  # a stale cache must not fail a save
-                    logger.warning("memory change listener failed: %s", redact(str(exc)))
+                    logger.warning("memory change listener failed: %s", store_error(exc))
 
     async def save(self, user_id: str, category: object, key: object, value: object) -> str:
         """Save now; if the store is unreachable, queue durably. Returns "saved" or "queued"."""
@@ -228,7 +229,7 @@ class MemoryService:
             )
         except Exception as exc:
             for index, _ in gets:
-                results[index] = OpResult(False, error=redact(f"{type(exc).__name__}: {exc}"))
+                results[index] = OpResult(False, error=store_error(exc))
             return {}
         return {(m.category, m.key): m.value for m in found}
 
@@ -241,7 +242,7 @@ class MemoryService:
             outcome = await self._apply_or_queue([w for _, w in writes])
         except Exception as exc:
             for index, _ in writes:
-                results[index] = OpResult(False, error=redact(f"{type(exc).__name__}: {exc}"))
+                results[index] = OpResult(False, error=store_error(exc))
             return
         for index, _ in writes:
             results[index] = OpResult(True, outcome)

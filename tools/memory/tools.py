@@ -9,9 +9,7 @@ from collections.abc import Sequence
 
 from livekit.agents import ToolError
 
-from pool import redact
-
-from .model import InvalidMemory, Memory
+from .model import InvalidMemory, Memory, store_error
 from .service import MemoryService
 
 logger = logging.getLogger(__name__)
@@ -45,7 +43,7 @@ async def save_memory(
     except InvalidMemory as exc:
         raise ToolError(str(exc)) from None
     except Exception as exc:
-        logger.warning("saveMemory failed: %s", redact(str(exc)))
+        logger.warning("saveMemory failed: %s", store_error(exc))
         raise ToolError("The memory store is unavailable right now; nothing was saved.") from None
     if outcome == "queued":
         return f"Noted {key}. The memory store is slow to answer, so it will be stored shortly."
@@ -60,7 +58,7 @@ async def recall_memory(
     except InvalidMemory as exc:
         raise ToolError(str(exc)) from None
     except Exception as exc:
-        logger.warning("recallMemory failed: %s", redact(str(exc)))
+        logger.warning("recallMemory failed: %s", store_error(exc))
         raise ToolError("The memory store is unavailable right now.") from None
     if not found:
         return "Nothing remembered for that."
@@ -73,7 +71,7 @@ async def forget_memory(memory: MemoryService, user_id: str, category: str, key:
     except InvalidMemory as exc:
         raise ToolError(str(exc)) from None
     except Exception as exc:
-        logger.warning("forgetMemory failed: %s", redact(str(exc)))
+        logger.warning("forgetMemory failed: %s", store_error(exc))
         raise ToolError(
             "The memory store is unavailable right now; nothing was forgotten."
         ) from None
@@ -90,10 +88,10 @@ async def recall_within_budget(
     """
     task = asyncio.create_task(memory.recall(user_id), name="recall-memories")
     done, _ = await asyncio.wait({task}, timeout=budget_s)
-    if task in done and task.exception() is None:
-        return task.result(), task
     if task in done:
-        logger.warning("could not load memories at start: %s", redact(str(task.exception())))
+        if (error := task.exception()) is None:
+            return task.result(), task
+        logger.warning("could not load memories at start: %s", store_error(error))
     else:
         logger.info(
             "memory store did not answer within %.0f ms; starting without memories",
