@@ -5,6 +5,7 @@ espeak-ng speech through the VAD, and failover across OpenAI, Google and Yandex.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import uuid
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import pytest
 from livekit.agents import APIConnectOptions, APIStatusError
 from livekit.plugins import silero
 
-from pool import ConfigError, get_pool
+from pool import ConfigError, get_pool, redact
 from room.livekit_server import LiveKitServer
 from testbed.audio_io import speak_to_frames
 from testbed.google import GoogleDouble
@@ -172,13 +173,9 @@ def test_the_registry_order_and_limits_of_all_three_kinds() -> None:
     ]
 
 
-def test_service_account_credentials_come_from_json_or_a_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def service_account() -> dict[str, str]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
-
-    from tools.providers.google import _credentials
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
@@ -186,23 +183,66 @@ def test_service_account_credentials_come_from_json_or_a_file(
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
-    account = {
+    return {
         "type": "service_account",
         "project_id": "voice-agent-test",
-        "private_key_id": "k1",
+        "private_key_id": "k1-4d2f9a0c",
         "private_key": pem,
         "client_email": "agent@voice-agent-test.iam.gserviceaccount.com",
         "client_id": "1",
         "token_uri": "https://oauth2.googleapis.com/token",
     }
+
+
+def google_entry(value: str) -> dict[str, str]:
+    entry = {"name": "g", "kind": "google", "credentials_env": "GCP_SA"}
+    return {"GCP_SA": value, "STT_PROVIDERS": json.dumps([entry])}
+
+
+def test_service_account_credentials_come_from_json_base64_or_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tools.providers.google import _credentials
+
+    account = service_account()
+    text = json.dumps(account)
     path = tmp_path / "account.json"
-    path.write_text(json.dumps(account))
-    for value in (json.dumps(account), str(path)):
-        monkeypatch.setenv("GCP_SA", value)
-        provider = Provider(name="g", kind="google", credentials_env="GCP_SA")
+    path.write_text("\ufeff" + text, encoding="utf-8")
+    for value in (
+        text,
+        "\ufeff" + text,  # saved by an editor that writes a byte-order mark
+        base64.b64encode(text.encode()).decode(),  # as CI secrets are often stored
+        str(path),
+    ):
+        (provider,) = Settings.from_env(google_entry(value)).stt_providers
+        assert account["private_key"] not in repr(provider)
         credentials, project = _credentials(provider)
         assert project == "voice-agent-test"
         assert credentials.service_account_email == account["client_email"]
+        # whatever form it came in, it is masked wherever it shows up
+        assert value.strip() not in redact(f"could not open {value.strip()}")
+        assert account["private_key"].splitlines()[1] not in redact(account["private_key"])
+    # a provider built in code reads its variable when the client opens
+    monkeypatch.setenv("GCP_SA", text)
+    assert _credentials(Provider(name="g", kind="google", credentials_env="GCP_SA"))[1]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "bm90IGpzb24gYXQgYWxs",  # base64 of "not json at all"
+        "/no/such/dir/" + "c2VjcmV0LWtleS1tYXRlcmlhbA" * 20,  # too long for a file name
+        '{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----abc"}',
+        '{"type": "service_account", truncated',
+    ],
+)
+def test_credentials_that_are_not_a_service_account_stop_the_start_without_showing_them(
+    value: str,
+) -> None:
+    with pytest.raises(ConfigError, match="GCP_SA") as error:
+        Settings.from_env(google_entry(value))
+    assert value not in str(error.value)
+    assert "PRIVATE KEY" not in str(error.value) and "c2VjcmV0" not in str(error.value)
 
 
 async def test_a_voice_that_stalls_hands_the_sentence_to_the_next_within_its_deadline(

@@ -3,13 +3,25 @@ providers, the worker and the conversation, read once from the environment (and 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-from pool import ConfigError, PoolSettings, check_url, number, read_env, redact, setting
+from pool import (
+    ConfigError,
+    PoolSettings,
+    check_url,
+    number,
+    read_env,
+    redact,
+    register_secrets,
+    setting,
+)
 
 MemoryBackend = Literal["sqlite", "postgres", "supabase"]
 ProviderKind = Literal["openai", "google", "yandex"]
@@ -43,8 +55,10 @@ class Provider:
     keepalive_s: float | None = None
     folder_id: str | None = None  # SpeechKit's folderId, where the key needs one
     language: str | None = None  # e.g. en-US
-    # the variable holding a Google service account (its JSON, or a path to the file)
+    # the variable holding a Google service account (its JSON, base64 of it, or a path to
+    # the file), and the JSON it holds, read and checked at start
     credentials_env: str | None = None
+    credentials: str = field(default="", repr=False)
     # an OpenAI-kind STT over the realtime WebSocket; None: STT_STREAMING
     streaming: bool | None = None
 
@@ -345,6 +359,7 @@ def _provider(at: str, item: object, env: Mapping[str, str], speech: bool) -> Pr
             raise ConfigError(f'{entry}: "credentials_env" is for kind google.')
         if not env.get(credentials_env, "").strip():
             raise ConfigError(f"{entry} names {credentials_env}, which is not set.")
+        credentials = service_account_json(credentials_env, env[credentials_env])
     default_priority, default_limit = KIND_DEFAULTS[kind]
     numbers = {}
     for field_name, default in (("priority", default_priority), ("max_connections", default_limit)):
@@ -372,5 +387,52 @@ def _provider(at: str, item: object, env: Mapping[str, str], speech: bool) -> Pr
         folder_id=item.get("folder_id"),
         language=item.get("language"),
         credentials_env=credentials_env,
+        credentials=credentials if credentials_env is not None else "",
         streaming=streaming,
     )
+
+
+def service_account_json(variable: str, value: str) -> str:
+    """The Google service-account JSON ``variable`` holds: the JSON itself (a byte-order
+    mark allowed), base64 of it, or the path of a file of it. Every form of it is a secret
+    from here on; an error names the variable, never what it holds."""
+    register_secrets([value, value.strip()])
+    text = value.strip().lstrip("\ufeff")
+    if not text.startswith("{"):
+        text = _base64_json(text) or _file_text(variable, text)
+    try:
+        info = json.loads(text)
+    except ValueError:
+        raise ConfigError(f"{variable} does not hold valid service-account JSON.") from None
+    if not isinstance(info, dict) or not all(
+        isinstance(info.get(name), str) and info[name]
+        for name in ("type", "client_email", "private_key")
+    ):
+        raise ConfigError(
+            f"{variable} holds JSON that is not a Google service-account key "
+            "(type, client_email and private_key)."
+        )
+    register_secrets([text, info["private_key"], info.get("private_key_id")])
+    return text
+
+
+def _base64_json(text: str) -> str | None:
+    compact = "".join(text.split())
+    for decode in (base64.b64decode, base64.urlsafe_b64decode):
+        try:
+            decoded = decode(compact + "=" * (-len(compact) % 4)).decode("utf-8-sig").strip()
+        except (binascii.Error, ValueError):
+            continue
+        if decoded.startswith("{"):
+            return decoded
+    return None
+
+
+def _file_text(variable: str, path: str) -> str:
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8-sig").strip()
+    except (OSError, ValueError):
+        raise ConfigError(
+            f"{variable} is neither service-account JSON, base64 of it, nor the path of a "
+            "readable file."
+        ) from None

@@ -20,7 +20,6 @@ import json
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,7 +27,7 @@ from livekit.agents import stt, tts
 
 from pool import CircuitOpenError, Meter, ResourceSpec
 
-from ..settings import Provider, Settings
+from ..settings import Provider, Settings, service_account_json
 
 SPEECH_ENDPOINT = "speech.googleapis.com"
 TTS_ENDPOINT = "texttospeech.googleapis.com"
@@ -68,8 +67,11 @@ def _credentials(provider: Provider) -> tuple[Any, str | None]:
             return AnonymousCredentials(), None  # type: ignore[no-untyped-call]
         credentials, project = google.auth.default(scopes=SCOPES)  # type: ignore[no-untyped-call]
         return credentials, project
-    value = os.environ.get(provider.credentials_env, "").strip()
-    info = json.loads(value if value.startswith("{") else Path(value).read_text())
+    # read and checked at start, when the provider came from the settings
+    text = provider.credentials or service_account_json(
+        provider.credentials_env, os.environ.get(provider.credentials_env, "")
+    )
+    info = json.loads(text)
     credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
         info, scopes=SCOPES
     )
