@@ -66,6 +66,25 @@ async def test_one_text_in_two_unicode_spellings_is_one_user_and_one_key(
     assert await memory.recall("zo\u00eb") == []
 
 
+async def test_a_key_is_found_without_its_category_however_many_memories_there_are(
+    memory: MemoryService,
+) -> None:
+    await memory.save("ada", "FACT", "birthday", "10 December")
+    ops = [
+        {"type": "save", "category": "CONTEXT", "key": f"topic {i}", "value": f"talked {i}"}
+        for i in range(300)
+    ]
+    assert all(result.ok for result in await memory.batch("ada", ops))
+    # older than the newest 200 a full recall returns
+    assert values(await memory.recall("ada", key="birthday")) == {
+        ("FACT", "birthday"): "10 December"
+    }
+    assert values(await memory.recall("ada", key="Topic 299")) == {
+        ("CONTEXT", "topic 299"): "talked 299"
+    }
+    assert await memory.recall("ada", key="anniversary") == []
+
+
 @pytest.mark.parametrize(
     ("category", "key", "value", "message"),
     [

@@ -14,6 +14,7 @@ from aiolimiter import AsyncLimiter
 from pool import CircuitOpenError, ConnectionPool, RetryPolicy
 
 from .model import (
+    CATEGORIES,
     MAX_BATCH,
     Category,
     InvalidMemory,
@@ -162,9 +163,15 @@ class MemoryService:
         user_id = check_user(user_id)
         if key is not None:
             if category is None:
-                matches = await self.recall(user_id)
-                wanted = check_key(key).casefold()
-                return [m for m in matches if m.key.casefold() == wanted]
+                # the key in every category: one query, exact however many memories there are
+                wanted = check_key(key)
+                pairs = [(name, wanted) for name in CATEGORIES]
+                exact = await self._call(lambda store: store.get_many(user_id, pairs))
+                if exact:
+                    return list(exact)
+                # "Name" asked as "name": among the newest, as the model spells keys loosely
+                folded = wanted.casefold()
+                return [m for m in await self.recall(user_id) if m.key.casefold() == folded]
             found = await self.get(user_id, category, key)
             return [found] if found else []
         cat = check_category(category) if category is not None else None
