@@ -56,6 +56,7 @@ from tools.conversation import (
     wait_for_person,
 )
 from tools.memory import (
+    PROMPT_TOKENS,
     Category,
     Memory,
     MemoryService,
@@ -100,14 +101,17 @@ class Assistant(Agent):
         memories: Sequence[Memory] = (),
         instructions: str = INSTRUCTIONS,
         acknowledgement: Acknowledgement | None = None,
+        memory_tokens: int = PROMPT_TOKENS,
     ) -> None:
-        """``acknowledgement``: what is said while the model is slow to answer."""
+        """``acknowledgement``: what is said while the model is slow to answer;
+        ``memory_tokens``: what the memories may take of the prompt."""
         self.memories = list(memories)
+        self.memory_tokens = memory_tokens
         self.acknowledgement = acknowledgement or Acknowledgement(after_s=None, text="")
         self._late: asyncio.Task[None] | None = None
         chat_ctx = llm.ChatContext()
         if memories:
-            chat_ctx.add_message(role="system", content=memory_block(memories))
+            chat_ctx.add_message(role="system", content=memory_block(memories, memory_tokens))
         super().__init__(instructions=instructions, chat_ctx=chat_ctx)
 
     async def llm_node(
@@ -143,7 +147,8 @@ class Assistant(Agent):
         self.memories.extend(memories)
         if memories:
             chat_ctx = self.chat_ctx.copy()
-            chat_ctx.add_message(role="system", content=memory_block(memories))
+            block = memory_block(memories, self.memory_tokens)
+            chat_ctx.add_message(role="system", content=block)
             await self.update_chat_ctx(chat_ctx)
 
     def add_memories_when_loaded(self, recall: asyncio.Task[list[Memory]]) -> None:
@@ -323,7 +328,11 @@ async def prepare_assistant(
         text=PHRASES["one_moment"],
         audio=lambda: phrases.frames("one_moment") if phrases else None,
     )
-    assistant = Assistant(memories=memories or (), acknowledgement=acknowledgement)
+    assistant = Assistant(
+        memories=memories or (),
+        acknowledgement=acknowledgement,
+        memory_tokens=settings.memory_prompt_tokens,
+    )
     if memories is None:
         assistant.add_memories_when_loaded(late)
     return assistant

@@ -98,6 +98,44 @@ async def test_a_stored_instruction_stays_data(server: OpenAIServer, settings: S
     assert "\\u003c/user_memories\\u003e" in block
 
 
+async def test_many_long_memories_fit_the_prompt_budget_facts_and_newest_first(
+    server: OpenAIServer, settings: Settings
+) -> None:
+    settings = replace(settings, memory_prompt_tokens=1000)
+    pool = get_pool(settings)
+    memory = await open_memory_service(pool, settings)
+    long = "x" * 4000  # the longest value a memory takes
+    ops = [
+        {"type": "save", "category": "CONTEXT", "key": f"topic {i}", "value": f"{i} {long}"}
+        for i in range(195)
+    ]
+    ops += [{"type": "save", "category": "FACT", "key": "name", "value": "Grace"}]
+    ops += [
+        {"type": "save", "category": "CONTEXT", "key": f"recent {i}", "value": f"r{i}"}
+        for i in range(4)
+    ]
+    try:
+        assert all(r.ok for r in await memory.batch("grace", ops))
+        assistant = await prepare_assistant(memory, "grace")
+        assert len(assistant.memories) == 200
+        userdata = SessionData(pool=pool, settings=settings, user_id="grace", memory=memory)
+        async with await build_session(pool, settings, userdata, vad=None) as session:
+            await session.start(assistant)
+            await session.run(user_input="hello")
+    finally:
+        await memory.aclose()
+        await pool.aclose()
+
+    request = server.bodies("/chat/completions")[-1]
+    block = system_text(request).split(MEMORY_BLOCK_START, 1)[1]
+    # 800 KB of memories, and the block is within its thousand tokens (at 3 bytes each)
+    assert len(block.encode()) <= 3 * 1000
+    shown = block.split(MEMORY_BLOCK_END)[0]
+    assert "Grace" in shown  # the fact, though it is older than the recent context
+    assert shown.index("Grace") < shown.index("r3") < shown.index("r0")  # newest first
+    assert "195 older or less important memories are not shown" in block
+
+
 async def test_a_slow_store_does_not_hold_the_session_and_memories_arrive_later(
     pg_dsn: str, settings: Settings
 ) -> None:

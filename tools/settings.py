@@ -119,6 +119,8 @@ class Settings(PoolSettings):
     supabase_jwt_secret: str | None = setting("SUPABASE_JWT_SECRET", secret=True)
     memory_outbox_path: str = setting("MEMORY_OUTBOX_PATH", "data/outbox.db")
     memory_recall_budget_ms: float = setting("MEMORY_RECALL_BUDGET_MS", 150.0, check="positive")
+    # what the user's memories may take of the prompt, in (estimated) tokens
+    memory_prompt_tokens: int = setting("MEMORY_PROMPT_TOKENS", 2000, check="positive")
     memory_ops_per_second: float = setting("MEMORY_OPS_PER_SECOND", 200.0, check="positive")
     memory_max_in_flight: int = setting("MEMORY_MAX_IN_FLIGHT", 16, check="positive")
 

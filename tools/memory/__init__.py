@@ -32,6 +32,7 @@ from .stores import apply_migration, memory_spec, memory_store
 from .tools import (
     MEMORY_BLOCK_END,
     MEMORY_BLOCK_START,
+    PROMPT_TOKENS,
     forget_memory,
     memory_block,
     recall_memory,
@@ -49,6 +50,7 @@ __all__ = [
     "MEMORY_BLOCK_END",
     "MEMORY_BLOCK_START",
     "OUTBOX_WRITES",
+    "PROMPT_TOKENS",
     "Category",
     "InvalidMemory",
     "Memory",
