@@ -37,7 +37,7 @@ class Healable(Protocol):
 
 class HealthLoop:
     """Every ``health_tick_s``: rebuild clients found closed and log error counts.
-    Every ``health_probe_s``: probe each open client; drop the ones that fail.
+    Every ``health_probe_s``: probe each open client; heal the ones that fail.
     """
 
     def __init__(self, pool: Healable) -> None:
@@ -86,7 +86,7 @@ class HealthLoop:
                 )
 
     async def probe_all(self) -> dict[str, str]:
-        """One real request per open client; a client that fails it is rebuilt."""
+        """One real request per open client; a client that fails it is healed (pool.heal)."""
         results: dict[str, str] = {}
         for name in self.pool.resource_names:
             # a client never asked for stays unopened; one that was dropped is rebuilt here,
@@ -98,6 +98,6 @@ class HealthLoop:
                 results[name] = "ok"
             except Exception as exc:
                 results[name] = redact(f"{type(exc).__name__}: {exc}")[:200]
-                logger.warning("%s failed its health probe; rebuilding: %s", name, results[name])
+                logger.warning("%s failed its health probe: %s", name, results[name])
                 await self.pool.heal(name)
         return results

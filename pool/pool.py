@@ -213,28 +213,33 @@ class ConnectionPool:
             capability.breaker.allow_trial()
 
     async def heal(self, name: str) -> bool:
-        """Give a resource fresh connections.
+        """Give a resource fresh connections, never closing a client someone still holds.
 
-        A client that callers hold for their whole life (the plugins' OpenAI client) keeps
-        its identity: only the connections behind it are replaced. Others, and any client
-        found closed, are dropped; the next acquire() builds a new one.
+        A client handed out stays the caller's for as long as the pool is open (a session's
+        plugins hold theirs for the whole conversation): a resource with a ``reset`` gets new
+        connections behind the same client; one without is left alone while it is open.
+        Only a client found closed is dropped; the next acquire() builds a new one.
         """
         slot = self._slots.get(name)
         if slot is None or slot.client is None:
             return False
         async with slot.lock:
-            if slot.spec.reset is not None and slot.usable():
+            if slot.usable():
+                if slot.spec.reset is None:
+                    logger.info("left the %s client alone: it is open and may be in use", name)
+                    return False
                 await slot.spec.reset(slot.client)
                 slot.resets += 1
                 logger.info("replaced the %s connections; its client stays in use", name)
                 return True
             await self._drop(slot)
             slot.rebuilds += 1
-        logger.info("dropped the %s client; the next call builds a new one", name)
+        logger.info("dropped the closed %s client; the next call builds a new one", name)
         return True
 
     async def cleanup(self) -> dict[str, list[str]]:
-        """Drop broken clients, close idle ones and reset open breakers."""
+        """Drop clients found closed, give idle ones fresh connections where they can have
+        them without being closed, and reset open breakers."""
         self._check_usable()
         report: dict[str, list[str]] = {
             "dropped_broken": [],
@@ -246,11 +251,10 @@ class ConnectionPool:
             if slot.client is not None and not slot.usable():
                 await self.heal(name)
                 report["dropped_broken"].append(name)
-            elif slot.client is not None:
+            elif slot.client is not None and slot.spec.reset is not None:
                 last = slot.meter.metrics.last_request_at or slot.created_at or now
                 # past keep-alive the server has likely dropped the sockets anyway
-                if now - last > self.settings.http_keepalive_s:
-                    await self.heal(name)
+                if now - last > self.settings.http_keepalive_s and await self.heal(name):
                     report["closed_idle"].append(name)
             for meter in slot.meters():
                 if meter.breaker.state != "closed":

@@ -16,16 +16,17 @@ configured (:func:`import_plugin`), and this module imports it lazily.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from livekit.agents import stt, tts
 
-from pool import CircuitOpenError, Meter, ResourceSpec
+from pool import CircuitOpenError, Meter, ResourceSpec, cancel_and_wait
 
 from ..settings import Provider, Settings, service_account_json
 
@@ -43,16 +44,43 @@ def import_plugin() -> None:
     import livekit.plugins.google  # noqa: F401
 
 
+# an old channel's calls in flight get this long to finish after a reset
+RETIRE_AFTER_S = 30.0
+
+
 @dataclass
 class GoogleClients:
+    """The handle a session's Google plugins hold: they read ``speech`` and ``tts`` at each
+    call, so a reset swaps new clients (new channels) in behind it."""
+
     speech: Any  # google.cloud.speech_v1.SpeechAsyncClient
     tts: Any  # google.cloud.texttospeech.TextToSpeechAsyncClient
     project_id: str | None
     credentials: Any  # google.auth credentials, the ones the clients were built with
+    build: Callable[[], tuple[Any, Any]]
+    retiring: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def reset(self) -> None:
+        old = (self.speech, self.tts)
+        self.speech, self.tts = self.build()
+        task = asyncio.create_task(self._retire(*old), name="google-retire-channels")
+        self.retiring.add(task)
+        task.add_done_callback(self.retiring.discard)
+
+    async def _retire(self, speech: Any, tts: Any) -> None:
+        try:
+            await asyncio.sleep(RETIRE_AFTER_S)
+        finally:
+            await asyncio.shield(_close(speech, tts))
 
     async def aclose(self) -> None:
-        await self.speech.transport.close()
-        await self.tts.transport.close()
+        await cancel_and_wait(list(self.retiring))
+        await _close(self.speech, self.tts)
+
+
+async def _close(speech: Any, tts: Any) -> None:
+    await speech.transport.close()
+    await tts.transport.close()
 
 
 def _credentials(provider: Provider) -> tuple[Any, str | None]:
@@ -103,28 +131,37 @@ def google_spec(provider: Provider) -> ResourceSpec[GoogleClients]:
         credentials, project = _credentials(provider)
         speech_at = _endpoint(provider, SPEECH_ENDPOINT)
         tts_at = _endpoint(provider, TTS_ENDPOINT)
-        if _insecure(provider):
-            speech = SpeechAsyncClient(
-                transport=SpeechGrpcAsyncIOTransport(channel=grpc.aio.insecure_channel(speech_at))
-            )
-            voice = texttospeech.TextToSpeechAsyncClient(
-                transport=TextToSpeechGrpcAsyncIOTransport(
-                    channel=grpc.aio.insecure_channel(tts_at)
+
+        def build() -> tuple[Any, Any]:
+            if _insecure(provider):
+                speech = SpeechAsyncClient(
+                    transport=SpeechGrpcAsyncIOTransport(
+                        channel=grpc.aio.insecure_channel(speech_at)
+                    )
                 )
-            )
-        else:
+                voice = texttospeech.TextToSpeechAsyncClient(
+                    transport=TextToSpeechGrpcAsyncIOTransport(
+                        channel=grpc.aio.insecure_channel(tts_at)
+                    )
+                )
+                return speech, voice
             speech = SpeechAsyncClient(
                 credentials=credentials, client_options=ClientOptions(api_endpoint=speech_at)
             )
             voice = texttospeech.TextToSpeechAsyncClient(
                 credentials=credentials, client_options=ClientOptions(api_endpoint=tts_at)
             )
-        return GoogleClients(speech, voice, project, credentials)
+            return speech, voice
+
+        return GoogleClients(*build(), project, credentials, build)
 
     async def close(clients: GoogleClients) -> None:
         await clients.aclose()
 
-    return ResourceSpec(provider.name, open_clients, close, info=provider.info())
+    async def reset(clients: GoogleClients) -> None:
+        clients.reset()
+
+    return ResourceSpec(provider.name, open_clients, close, info=provider.info(), reset=reset)
 
 
 class _Metered:
