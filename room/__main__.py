@@ -40,7 +40,10 @@ async def serve(host: str, port: int, config: RoomConfig, worker: subprocess.Pop
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
-        print(f"Open http://{host}:{port}  (LiveKit at {config.livekit_url}; Ctrl+C stops all)")
+        print(
+            f"Open {config.page_url(host, port)}  "
+            f"(LiveKit at {config.livekit_url}; Ctrl+C stops all)"
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -21,12 +21,22 @@ NAME = re.compile(r"^[\w][\w .'-]{0,63}$")
 TOKEN_TTL = timedelta(hours=2)
 
 
+KEY_HEADER = "X-Room-Key"
+
+
 @dataclass(frozen=True)
 class RoomConfig:
     livekit_url: str  # as the browser reaches it
     api_key: str
     api_secret: str = field(repr=False)
     agent_name: str | None = None  # dispatch this agent to each new room by name
+    # the page's key for this run, in the address `make room` prints (as local notebook
+    # servers do): whoever reaches the port without it gets no token
+    page_key: str = field(default_factory=lambda: secrets.token_urlsafe(18), repr=False)
+
+    def page_url(self, host: str, port: int) -> str:
+        # in the fragment, which the browser never sends on, so no log or Referer has it
+        return f"http://{host}:{port}/#key={self.page_key}"
 
 
 def access_token(config: RoomConfig, name: str, room: str) -> str:
@@ -47,20 +57,38 @@ def access_token(config: RoomConfig, name: str, room: str) -> str:
     return token.to_jwt()
 
 
+def refused(status: int, sentence: str) -> web.Response:
+    return web.json_response({"error": sentence}, status=status)
+
+
 async def issue_token(request: web.Request) -> web.Response:
+    """A token for the name a person typed, for the page itself only: its key, its own
+    origin, JSON. The name becomes the memory user, so this is for a machine of your own;
+    a deployment gets identities from its own authenticated token issuer."""
     config: RoomConfig = request.app[CONFIG]
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != f"{request.scheme}://{request.host}":
+        return refused(403, "Tokens are given to this page only, not to another site.")
+    if not secrets.compare_digest(
+        request.headers.get(KEY_HEADER, "").encode(), config.page_key.encode()
+    ):
+        return refused(
+            403,
+            "The page's key is missing or wrong: open the address `make room` printed, "
+            "which ends in #key=…",
+        )
+    if request.content_type != "application/json":
+        return refused(415, 'Send the name as JSON: {"name": "Ada"}.')
     try:
         body = await request.json()
-    except ValueError:
-        body = None
+    except (ValueError, LookupError, UnicodeDecodeError):
+        return refused(400, "The request body is not JSON in a known character set.")
     name = body.get("name") if isinstance(body, dict) else None
     if not isinstance(name, str) or not NAME.match(name.strip()):
-        return web.json_response(
-            {
-                "error": "A name is 1 to 64 letters, digits, spaces, dots, dashes or "
-                "apostrophes, starting with a letter or digit."
-            },
-            status=400,
+        return refused(
+            400,
+            "A name is 1 to 64 letters, digits, spaces, dots, dashes or apostrophes, starting "
+            "with a letter or digit.",
         )
     name = name.strip()
     room = f"voice-{secrets.token_hex(4)}"

@@ -72,6 +72,7 @@ class Page:
     """The web app in this process, on a free loopback port."""
 
     def __init__(self, config: RoomConfig) -> None:
+        self.config = config
         self.port = free_tcp_port()
         self._thread = LoopThread("room-web")
         self._runner = web.AppRunner(create_app(config), access_log=None)
@@ -84,7 +85,12 @@ class Page:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        """The address `make room` prints, with the run's key."""
+        return self.config.page_url("127.0.0.1", self.port)
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         self._thread.run(self._runner.cleanup())
@@ -267,18 +273,36 @@ async def test_the_page_says_in_words_when_the_server_is_down(
     assert await page.is_enabled("#talk")
 
 
-async def test_a_bad_name_is_refused_with_a_sentence() -> None:
+async def test_a_token_is_given_to_the_page_alone_and_bad_requests_get_a_sentence() -> None:
     import aiohttp
 
     web_page = Page(RoomConfig("ws://127.0.0.1:9", API_KEY, API_SECRET, agent_name="agent-x"))
-    async with aiohttp.ClientSession() as http:
-        async with http.post(web_page.url + "token", json={"name": "<script>"}) as response:
-            assert response.status == 400
-            body = await response.json()
-        async with http.post(web_page.url + "token", json={"name": "Ada"}) as response:
-            token = await response.json()
-    web_page.stop()
-    assert body["error"].startswith("A name is 1 to 64 letters")
+    endpoint = web_page.origin + "/token"
+    key = {"X-Room-Key": web_page.config.page_key}
+    refusals = [
+        # (headers, body, status, the start of the sentence)
+        ({}, b'{"name": "Ada"}', 403, "The page's key is missing or wrong"),
+        ({"X-Room-Key": "guessed"}, b'{"name": "Ada"}', 403, "The page's key is missing"),
+        # a form on another site, posting where a browser needs no preflight
+        (key | {"Origin": "https://evil.example"}, b'{"name": "Ada"}', 403, "Tokens are given"),
+        (key | {"Content-Type": "text/plain"}, b'{"name": "Ada"}', 415, "Send the name as JSON"),
+        (key | {"Content-Type": "application/json; charset=klingon"}, b"{}", 400, "The request"),
+        (key | {"Content-Type": "application/json"}, b'{"name": "<script>"}', 400, "A name is"),
+    ]
+    answers = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            for headers, body, _, _ in refusals:
+                async with http.post(endpoint, data=body, headers=headers) as response:
+                    answers.append((response.status, (await response.json())["error"]))
+            headers = key | {"Origin": web_page.origin}
+            async with http.post(endpoint, json={"name": "Ada"}, headers=headers) as response:
+                assert response.status == 200
+                token = await response.json()
+    finally:
+        web_page.stop()
+    for (_, _, status, sentence), (got_status, error) in zip(refusals, answers, strict=True):
+        assert (got_status, error[: len(sentence)]) == (status, sentence)
     assert set(token) == {"url", "room", "token"}
     assert API_SECRET not in str(token)
     claims = api.TokenVerifier(API_KEY, API_SECRET).verify(token["token"])

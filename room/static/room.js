@@ -213,12 +213,19 @@ function watchForAgent() {
   });
 }
 
+// the run's key, from the address `make room` printed; kept for reloads of this tab
+function pageKey() {
+  const fromAddress = new URLSearchParams(location.hash.slice(1)).get("key");
+  if (fromAddress) sessionStorage.setItem("roomKey", fromAddress);
+  return fromAddress ?? sessionStorage.getItem("roomKey") ?? "";
+}
+
 async function fetchToken(name) {
   let response;
   try {
     response = await fetch("/token", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", "X-Room-Key": pageKey() },
       body: JSON.stringify({ name }),
     });
   } catch {
