@@ -154,6 +154,15 @@ def test_a_misconfigured_google_provider_names_the_entry(
     assert f"STT_PROVIDERS[0] ({entry['name']})" in str(error.value)
 
 
+@pytest.mark.parametrize("model", ["chirp_2", "chirp_3", "telephony"])
+def test_a_speech_to_text_v2_model_stops_the_start(model: str) -> None:
+    entry = {"name": "g", "kind": "google", "model": model}
+    with pytest.raises(ConfigError, match=f"STT_PROVIDERS \\(g\\): {model} is a Speech-to-Text v2"):
+        Settings.from_env({"STT_PROVIDERS": json.dumps([entry])})
+    # the same model is ordinary for a voice, which has no v2 here
+    assert Settings.from_env({"TTS_PROVIDERS": json.dumps([entry])}).tts_providers
+
+
 def test_the_registry_order_and_limits_of_all_three_kinds() -> None:
     env = {
         "YANDEX_KEY": "k",

@@ -36,3 +36,55 @@ def test_the_conversation_server_overrides_names_livekit_still_has() -> None:
     source = inspect.getsource(AgentServer)
     assert f"self.{counter} += 1" in source, f"livekit's AgentServer no longer keeps {counter}"
     assert f"self.{counter} -= 1" in source, f"livekit's AgentServer no longer keeps {counter}"
+
+
+def test_the_pooled_google_plugins_override_factories_livekit_still_has() -> None:
+    from livekit.plugins import google as google_plugin
+
+    from tools.providers import google
+
+    for class_name, method in google.PRIVATE_API.items():
+        upstream = getattr(getattr(google_plugin, class_name), method, None)
+        assert upstream is not None, f"livekit's google.{class_name} no longer has {method}"
+        expected = {"_create_client": ["self", "timeout"], "_ensure_client": ["self"]}[method]
+        assert list(inspect.signature(upstream).parameters) == expected, method
+        assert inspect.iscoroutinefunction(upstream) == (method == "_create_client"), method
+
+
+def test_the_google_v2_models_refused_at_start_are_the_plugins_own() -> None:
+    import typing
+
+    from livekit.plugins.google import models
+
+    from tools.settings import GOOGLE_V2_MODELS
+
+    assert set(GOOGLE_V2_MODELS) == set(typing.get_args(models.SpeechModelsV2))
+
+
+def test_the_stream_state_the_first_output_streams_use_is_still_livekits() -> None:
+    from livekit.agents import llm, tts
+
+    from tools.providers import first_output
+
+    for base in (llm.LLMStream, tts.ChunkedStream):
+        source = inspect.getsource(base.__init__)
+        for name in first_output.PRIVATE_API:
+            if name == "_retry_on_chunk_sent" and base is not llm.LLMStream:
+                continue
+            assert f"self.{name} =" in source, f"livekit's {base.__name__} no longer sets {name}"
+    # and the retry it turns off still reads it
+    assert "self._retry_on_chunk_sent" in inspect.getsource(llm.LLMStream._main_task)
+
+
+def test_the_console_and_the_log_text_the_worker_relies_on_are_still_livekits() -> None:
+    from livekit.agents.cli import _legacy
+    from livekit.agents.inference.eot import detector
+
+    from tools.worker import console
+
+    for name in console.PRIVATE_API:
+        assert hasattr(_legacy.AgentsConsole, name) or name in inspect.getsource(
+            _legacy.AgentsConsole.__init__
+        ), f"livekit's AgentsConsole no longer has {name}"
+    # the warning the console filters out is still worded this way
+    assert console.CLOUD_WARNING in inspect.getsource(detector)

@@ -30,6 +30,10 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 # end-of-turn model (turn-detector-v1-mini)
 TurnDetection = Literal["transcript", "vad", "audio"]
 
+# Speech-to-Text v2 models (livekit's google.models.SpeechModelsV2): the plugin would build
+# v2 requests for them, and the pool's Google client speaks v1
+GOOGLE_V2_MODELS = ("telephony", "chirp_2", "chirp_3")
+
 # the registry this project grew from: OpenAI, then Google Cloud, then Yandex SpeechKit;
 # (priority, max_connections) per kind
 KIND_DEFAULTS: dict[ProviderKind, tuple[int, int]] = {
@@ -206,6 +210,13 @@ class Settings(PoolSettings):
         if self.turn_min_delay_s > self.turn_max_delay_s:
             raise ConfigError("TURN_MIN_DELAY_S cannot be larger than TURN_MAX_DELAY_S.")
         self._check_provider_names()
+        for provider in self.stt_providers:
+            if provider.kind == "google" and provider.model in GOOGLE_V2_MODELS:
+                raise ConfigError(
+                    f"STT_PROVIDERS ({provider.name}): {provider.model} is a Speech-to-Text v2 "
+                    "model, and this agent's Google client speaks v1; use latest_long, "
+                    "latest_short, long, short or chirp."
+                )
         if self.memory_backend == "postgres" and not self.database_url:
             raise ConfigError("MEMORY_BACKEND=postgres needs DATABASE_URL.")
         if self.memory_backend == "supabase" and not (self.supabase_url and self.supabase_key):
