@@ -7,7 +7,14 @@ import time
 import pytest
 
 from pool import ClientState, ConnectionPool, get_pool
-from tools.memory import InvalidMemory, MemoryService, Write, batch_memory_operations, memory_store
+from tools.memory import (
+    MAX_PER_CATEGORY,
+    InvalidMemory,
+    MemoryService,
+    Write,
+    batch_memory_operations,
+    memory_store,
+)
 from tools.settings import Settings
 
 
@@ -83,6 +90,32 @@ async def test_a_key_is_found_without_its_category_however_many_memories_there_a
         ("CONTEXT", "topic 299"): "talked 299"
     }
     assert await memory.recall("ada", key="anniversary") == []
+
+
+async def test_a_category_keeps_its_newest_memories_and_evicts_the_least_recently_confirmed(
+    memory: MemoryService,
+) -> None:
+    store = await memory.store()
+    stamp = time.time() - 10_000
+    await store.apply([Write("ada", "FACT", "name", "Ada", stamp)])
+    await store.apply(
+        [
+            Write("ada", "CONTEXT", f"topic {i:03}", f"talked {i}", stamp + i)
+            for i in range(MAX_PER_CATEGORY)
+        ]
+    )
+    # the oldest is confirmed again (the user said it again); then one more arrives
+    await store.apply([Write("ada", "CONTEXT", "topic 000", "talked again", stamp + 9_000)])
+    await memory.save("ada", "CONTEXT", "new topic", "just now")
+
+    kept = {m.key for m in await store.recall("ada", "CONTEXT", limit=10_000)}
+    assert len(kept) == MAX_PER_CATEGORY
+    assert {"topic 000", "new topic"} <= kept
+    assert "topic 001" not in kept  # the least recently confirmed made room
+    assert values(await memory.recall("ada", "FACT")) == {("FACT", "name"): "Ada"}
+    # an update of a kept memory evicts nothing
+    await memory.save("ada", "CONTEXT", "topic 002", "updated")
+    assert len(await store.recall("ada", "CONTEXT", limit=10_000)) == MAX_PER_CATEGORY
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,8 @@ MAX_KEY_CHARS = 128
 MAX_VALUE_BYTES = 4096
 MAX_USER_ID_CHARS = 256
 MAX_BATCH = 500
+# memories a user keeps per category; the stores' schemas evict the least recently confirmed
+MAX_PER_CATEGORY = 500
 
 
 class MemoryServiceError(Exception):

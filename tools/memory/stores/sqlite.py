@@ -26,6 +26,18 @@ CREATE TABLE IF NOT EXISTS memories (
     PRIMARY KEY (user_id, category, key)
 );
 CREATE INDEX IF NOT EXISTS memories_user_updated ON memories (user_id, updated_at DESC);
+-- at most MAX_PER_CATEGORY memories per user and category: a new one evicts the least
+-- recently confirmed (as the PostgreSQL migration 0003 does)
+CREATE INDEX IF NOT EXISTS memories_user_category_updated
+    ON memories (user_id, category, updated_at DESC);
+CREATE TRIGGER IF NOT EXISTS memories_keep_cap AFTER INSERT ON memories
+BEGIN
+    DELETE FROM memories
+    WHERE user_id = new.user_id AND category = new.category AND key IN (
+        SELECT key FROM memories WHERE user_id = new.user_id AND category = new.category
+        ORDER BY updated_at DESC, key LIMIT -1 OFFSET 500
+    );
+END;
 -- deletes leave a stamp, so an older save replayed later cannot bring the memory back
 CREATE TABLE IF NOT EXISTS memory_tombstones (
     user_id    TEXT NOT NULL,
