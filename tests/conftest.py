@@ -14,14 +14,18 @@ from pytest_redis import factories
 
 from pool import ConnectionPool, get_pool
 from room.livekit_server import LiveKitServer, LiveKitUnavailableError, ensure_binary
+from testbed.google import GoogleDouble
 from testbed.openai_server import OpenAIServer
 from testbed.postgres import PostgresServer, ServiceMissingError
 from testbed.postgrest import PostgrestServer
 from testbed.worker import Worker, room_env
+from testbed.yandex import YandexDouble
 from tests.support.rooms import KEY
 from tests.support.services import (
     SECRET_MARKER,
     SUPABASE_TEST_JWT_SECRET,
+    YANDEX_FOLDER,
+    YANDEX_KEY,
     database_dsn,
     given_server,
     migrate,
@@ -205,6 +209,22 @@ def worker(livekit: LiveKitServer, openai_server: OpenAIServer, workdir: Path) -
     """`python agent.py start` on the test LiveKit server, shared by a module's room tests."""
     with Worker(livekit, workdir, **room_env(openai_server.base_url, OPENAI_API_KEY=KEY)) as w:
         yield w
+
+
+@pytest.fixture
+def google() -> Iterator[GoogleDouble]:
+    """Google Cloud speech over real gRPC on loopback."""
+    double = GoogleDouble().start()
+    yield double
+    double.stop()
+
+
+@pytest.fixture
+def yandex() -> Iterator[YandexDouble]:
+    """Yandex SpeechKit's REST API on loopback, for one account."""
+    double = YandexDouble(api_key=YANDEX_KEY, folder_id=YANDEX_FOLDER).start()
+    yield double
+    double.stop()
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,10 @@ import threading
 
 from livekit.agents import AgentSession
 
-from agent import Assistant, prepare_assistant
+from agent import Assistant
 from pool import get_pool
 from testbed.openai_server import Fault, OpenAIServer, Rule, system_text
+from tests.support.sessions import typed_turn
 from tools.conversation import PostTurnWorker, SessionData, build_session, follow_turns, parse_facts
 from tools.memory import MAX_VALUE_BYTES, MEMORY_BLOCK_START, open_memory_service
 from tools.settings import Settings
@@ -80,17 +81,7 @@ async def test_facts_learned_in_one_session_are_recalled_in_the_next(
     assert worker.learned == 2  # the preference and the summary
 
     # the next session: a new pool and memory service, as in a new job process
-    pool = get_pool(settings)
-    memory = await open_memory_service(pool, settings)
-    try:
-        assistant = await prepare_assistant(memory, "ada")
-        userdata = SessionData(pool=pool, settings=settings, user_id="ada", memory=memory)
-        async with await build_session(pool, settings, userdata, vad=None) as session:
-            await session.start(assistant)
-            await session.run(user_input="what do I like to drink?")
-    finally:
-        await memory.aclose()
-        await pool.aclose()
+    await typed_turn(settings, "ada", "what do I like to drink?")
 
     turn = [b for b in server.bodies("/chat/completions") if is_turn(b)][-1]
     block = system_text(turn).split(MEMORY_BLOCK_START, 1)[1]

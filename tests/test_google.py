@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,20 +30,6 @@ from tools.settings import Provider, Settings
 
 import_plugin()  # livekit registers plugins on the main thread, where pytest imports this
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("espeak")]
-
-
-@pytest.fixture
-def google() -> Iterator[GoogleDouble]:
-    double = GoogleDouble().start()
-    yield double
-    double.stop()
-
-
-@pytest.fixture
-def yandex() -> Iterator[YandexDouble]:
-    double = YandexDouble(api_key=KEY, folder_id=FOLDER).start()
-    yield double
-    double.stop()
 
 
 def cloud(double: GoogleDouble, **extra: object) -> Provider:

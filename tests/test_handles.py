@@ -4,7 +4,6 @@ where it can have them (OpenAI, Google) and otherwise leave it alone while it is
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -14,27 +13,12 @@ from testbed.google import GoogleDouble
 from testbed.openai_server import OpenAIServer
 from testbed.yandex import YandexDouble
 from tests.test_google import cloud
-from tests.test_yandex import FOLDER, speechkit
-from tests.test_yandex import KEY as YANDEX_KEY
+from tests.test_yandex import speechkit
 from tools.memory import MemoryService
 from tools.providers import build_tts
 from tools.settings import Settings
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def google() -> Iterator[GoogleDouble]:
-    double = GoogleDouble().start()
-    yield double
-    double.stop()
-
-
-@pytest.fixture
-def yandex() -> Iterator[YandexDouble]:
-    double = YandexDouble(api_key=YANDEX_KEY, folder_id=FOLDER).start()
-    yield double
-    double.stop()
 
 
 async def cleanup_and_heal(pool: ConnectionPool, name: str) -> dict[str, list[str]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,21 +21,14 @@ from testbed.openai_server import Fault, OpenAIServer, Rule, last_user_text
 from testbed.threaded import Trouble
 from testbed.waiting import wait_until
 from testbed.yandex import YandexDouble
+from tests.support.services import YANDEX_FOLDER, YANDEX_KEY
 from tools.conversation import SessionData, build_session
 from tools.pool_tools import stats_summary
 from tools.providers import build_stt, build_tts, yandex_spec
 from tools.settings import Provider, Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("espeak")]
-KEY = "yandex-api-key-5e2c"
-FOLDER = "b1gfolder"
-
-
-@pytest.fixture
-def yandex() -> Iterator[YandexDouble]:
-    double = YandexDouble(api_key=KEY, folder_id=FOLDER).start()
-    yield double
-    double.stop()
+KEY, FOLDER = YANDEX_KEY, YANDEX_FOLDER
 
 
 def speechkit(double: YandexDouble, **extra: object) -> Provider:

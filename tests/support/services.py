@@ -90,3 +90,8 @@ def settings_of(pool: ConnectionPool) -> Settings:
     """The agent's settings a test's pool was made with."""
     assert isinstance(pool.settings, Settings), "this pool was made with the pool's settings only"
     return pool.settings
+
+
+# the account of the Yandex SpeechKit double
+YANDEX_KEY = "yandex-api-key-5e2c"
+YANDEX_FOLDER = "b1gfolder"
