@@ -35,17 +35,23 @@ from tests.support.rooms import (
 pytestmark = pytest.mark.slow
 
 
+async def dispatched_room(lk: api.LiveKitAPI, worker: Worker, *, empty_timeout: int) -> str:
+    """A new room nobody has joined, with the worker's agent dispatched to it."""
+    name = room()
+    await lk.room.create_room(api.CreateRoomRequest(name=name, empty_timeout=empty_timeout))
+    await lk.agent_dispatch.create_dispatch(
+        api.CreateAgentDispatchRequest(agent_name=worker.agent_name, room=name)
+    )
+    return name
+
+
 async def test_a_room_nobody_joins_ends_its_job(
     livekit: LiveKitServer, openai_server: OpenAIServer, tmp_path: Path
 ) -> None:
     env = room_env(openai_server.base_url, OPENAI_API_KEY=KEY, PARTICIPANT_WAIT_S="2")
     with Worker(livekit, tmp_path, **env) as worker:
-        name = room()
         async with api.LiveKitAPI(livekit.http_url, API_KEY, API_SECRET) as lk:
-            await lk.room.create_room(api.CreateRoomRequest(name=name, empty_timeout=30))
-            await lk.agent_dispatch.create_dispatch(
-                api.CreateAgentDispatchRequest(agent_name=worker.agent_name, room=name)
-            )
+            name = await dispatched_room(lk, worker, empty_timeout=30)
             worker.wait_for(f"nobody joined room {name} within 2 s", 30)
 
             # the job process leaves the room and is done
@@ -64,12 +70,8 @@ async def test_a_room_closed_while_the_agent_waits_is_nobody_came_not_a_crash(
     # waiting agent, which is there alone
     env = room_env(openai_server.base_url, OPENAI_API_KEY=KEY, PARTICIPANT_WAIT_S="60")
     with Worker(livekit, tmp_path, **env) as worker:
-        name = room()
         async with api.LiveKitAPI(livekit.http_url, API_KEY, API_SECRET) as lk:
-            await lk.room.create_room(api.CreateRoomRequest(name=name, empty_timeout=2))
-            await lk.agent_dispatch.create_dispatch(
-                api.CreateAgentDispatchRequest(agent_name=worker.agent_name, room=name)
-            )
+            name = await dispatched_room(lk, worker, empty_timeout=2)
             worker.wait_for(f"room {name} closed before anybody joined; ending the job", 40)
             worker.wait_for("process exiting", 30)
         output = worker.output()
