@@ -76,7 +76,14 @@ async def test_a_room_closed_while_the_agent_waits_is_nobody_came_not_a_crash(
             worker.wait_for("process exiting", 30)
         output = worker.output()
         assert "Traceback" not in output
-        assert '"level": "ERROR"' not in output
+        assert "room disconnected while waiting" not in output
+        # the job's own errors (the WebRTC library may say its data channels closed: they did)
+        errors = [
+            record
+            for line in output.splitlines()
+            if line.startswith("{") and (record := json.loads(line))["level"] == "ERROR"
+        ]
+        assert [e["message"] for e in errors if e["name"] != "livekit"] == []
 
 
 def job_requests(worker: Worker) -> set[str]:
