@@ -91,10 +91,17 @@ def ensure_binary(*, quiet: bool = False) -> Path:
     return target / "server"
 
 
-def loopback_config(port: int, tcp_port: int, udp_port: int) -> str:
-    """Everything on 127.0.0.1, media included (``--dev`` alone offers every interface)."""
+def loopback_config(port: int, tcp_port: int, udp_port: int, redis: str | None = None) -> str:
+    """Everything on 127.0.0.1, media included (``--dev`` alone offers every interface).
+    With ``redis`` (``host:port/db``) the node joins the others that share it: LiveKit's
+    distributed mode, where rooms, participants and agent jobs cross nodes."""
+    cluster = {}
+    if redis is not None:
+        address, _, db = redis.partition("/")
+        cluster = {"redis": {"address": address, "db": int(db or 0)}}
     return json.dumps(
         {
+            **cluster,
             "port": port,
             "bind_addresses": ["127.0.0.1"],
             "rtc": {
@@ -114,8 +121,11 @@ def loopback_config(port: int, tcp_port: int, udp_port: int) -> str:
 class LiveKitServer:
     """``with LiveKitServer() as lk: lk.url`` — a dev-mode server on free loopback ports."""
 
-    def __init__(self, binary: Path | None = None, *, port: int | None = None) -> None:
+    def __init__(
+        self, binary: Path | None = None, *, port: int | None = None, redis: str | None = None
+    ) -> None:
         self.binary = binary or ensure_binary()
+        self.redis = redis  # host:port/db shared with the other nodes of a cluster
         self.port = port or free_tcp_port()
         self.tcp_port = free_tcp_port()
         self.udp_port = free_udp_port()
@@ -138,7 +148,7 @@ class LiveKitServer:
                 str(self.binary),
                 "--dev",
                 "--config-body",
-                loopback_config(self.port, self.tcp_port, self.udp_port),
+                loopback_config(self.port, self.tcp_port, self.udp_port, self.redis),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -44,9 +44,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     if call.when == "call" and report.failed:
         workers = Worker.started[item.stash.get(WORKERS_BEFORE, len(Worker.started)) :]
-        shared = getattr(item, "funcargs", {}).get("worker")
-        if isinstance(shared, Worker) and shared not in workers:
-            workers.append(shared)
+        # and the module's shared ones
+        for value in getattr(item, "funcargs", {}).values():
+            for shared in value if isinstance(value, tuple) else (value,):
+                if isinstance(shared, Worker) and shared not in workers:
+                    workers.append(shared)
         for worker in workers:
             report.sections.append((f"worker {worker.agent_name} log", worker.tail(60)))
     return report
