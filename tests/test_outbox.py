@@ -20,7 +20,7 @@ from pool import get_pool
 from testbed.tcp_proxy import TcpProxy
 from testbed.waiting import wait_until, wait_until_sync
 from tests.support.services import dsn_port
-from tools.memory import MemoryService, Write, open_memory_service
+from tools.memory import CATEGORIES, MemoryService, Write, open_memory_service
 from tools.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +90,9 @@ async def test_a_database_outage_loses_none_of_1000_saves(
         pg_proxy.cut()
         for i in range(1000):
             stamp = time.time()
-            await memory.save_later([Write("outage-user", "FACT", f"k{i:04d}", f"v{i}", stamp)])
+            # over the three categories: a category keeps MAX_PER_CATEGORY, 500
+            category = CATEGORIES[i % 3]
+            await memory.save_later([Write("outage-user", category, f"k{i:04d}", f"v{i}", stamp)])
         # a save the user waits on, during the outage: queued, not lost
         assert await memory.save("outage-user", "FACT", "during", "queued") == "queued"
         # durable on put: all of it is pending, and the flusher really met the outage

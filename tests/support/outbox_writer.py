@@ -13,7 +13,7 @@ import sys
 import time
 
 from pool import get_pool
-from tools.memory import Outbox, Write, memory_store
+from tools.memory import CATEGORIES, Outbox, Write, memory_store
 from tools.settings import Settings
 
 
@@ -27,7 +27,9 @@ async def main(dsn: str, outbox_path: str, count: int) -> None:
     # small batches, so a kill lands in the middle of the flushing
     outbox = await Outbox(outbox_path, store, batch_size=25).open()
     for i in range(count):
-        await outbox.put([Write("crash-user", "FACT", f"k{i:04d}", f"value {i}", time.time())])
+        # over the three categories: a category keeps MAX_PER_CATEGORY, 500
+        category = CATEGORIES[i % 3]
+        await outbox.put([Write("crash-user", category, f"k{i:04d}", f"value {i}", time.time())])
         print(f"ACKED {i}", flush=True)
     outbox.start()
     while await outbox.pending():
