@@ -17,10 +17,10 @@ import pytest
 
 from room.livekit_server import LiveKitServer
 from testbed.audio_io import speak_to_frames
-from testbed.openai_server import OpenAIServer, Rule, has_tool_result, last_user_text
+from testbed.openai_server import OpenAIServer
 from testbed.person import Person
 from testbed.worker import Worker, room_env
-from tests.support.rooms import KEY, greeted, job_pids, room
+from tests.support.rooms import KEY, four_people, greeted, job_pids, room, script_introductions
 from tools.memory import MEMORY_BLOCK_START
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -86,20 +86,9 @@ async def test_either_node_serves_either_worker_and_memory_crosses_nodes(
     tmp_path: Path,
 ) -> None:
     run = uuid.uuid4().hex[:4]
-    people = {f"{name}{run}": tone for name, tone in (("ana", 2600), ("ben", 3100))}
-    people |= {f"{name}{run}": tone for name, tone in (("cai", 3600), ("dee", 4100))}
+    people = four_people(run)
     through = dict(zip(people, (nodes[0], nodes[0], nodes[1], nodes[1]), strict=True))
-    for who, tone in people.items():
-        server.transcripts_by_tone[tone] = f"i am {who}"
-        server.script(
-            Rule(
-                tool_calls=[("saveMemory", {"category": "FACT", "key": "name", "value": who})],
-                when=lambda b, who=who: (
-                    f"i am {who}" in last_user_text(b) and not has_tool_result(b)
-                ),
-            )
-        )
-    server.script(Rule(text="Nice to meet you.", when=has_tool_result, times=None))
+    script_introductions(server, people)
     before = [rooms_taken(w) for w in workers]
 
     rooms: dict[str, str] = {}

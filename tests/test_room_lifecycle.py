@@ -19,7 +19,6 @@ from testbed.openai_server import (
     Fault,
     OpenAIServer,
     Rule,
-    has_tool_result,
     last_user_text,
     system_text,
 )
@@ -27,9 +26,11 @@ from testbed.waiting import wait_until
 from testbed.worker import Worker, room_env
 from tests.support.rooms import (
     KEY,
+    four_people,
     greeted,
     memories,
     room,
+    script_introductions,
 )
 
 pytestmark = pytest.mark.slow
@@ -140,23 +141,8 @@ async def test_a_burst_of_rooms_on_an_idle_worker_gets_exactly_its_capacity(
 async def test_four_rooms_at_once_are_each_answered_and_keep_their_own_memory(
     run: int, worker: Worker, server: OpenAIServer, workdir: Path, tmp_path: Path
 ) -> None:
-    people = {
-        f"{name}{run}": tone
-        for name, tone in (("ana", 2600), ("ben", 3100), ("cai", 3600), ("dee", 4100))
-    }
-    for who, tone in people.items():
-        server.transcripts_by_tone[tone] = f"i am {who}"
-        server.script(
-            Rule(
-                tool_calls=[("saveMemory", {"category": "FACT", "key": "name", "value": who})],
-                # a loaded machine's VAD may cut the sentence in two, and the test server
-                # hears the whole sentence in each part (by its tone): "i am ana i am ana"
-                when=lambda b, who=who: (
-                    f"i am {who}" in last_user_text(b) and not has_tool_result(b)
-                ),
-            ),
-        )
-    server.script(Rule(text="Nice to meet you.", when=has_tool_result, times=None))
+    people = four_people(str(run))
+    script_introductions(server, people)
 
     async def visit(who: str) -> list[str]:
         async with worker.person(who, room()) as person:

@@ -8,9 +8,7 @@ import uuid
 from pathlib import Path
 
 from testbed.audio_io import speak_to_frames
-from testbed.openai_server import (
-    OpenAIServer,
-)
+from testbed.openai_server import OpenAIServer, Rule, has_tool_result, last_user_text
 from testbed.person import Person
 from testbed.worker import Worker
 from tools.conversation import PHRASES
@@ -69,3 +67,30 @@ async def ask(person: Person, server: OpenAIServer, transcript: str, text: str, 
 
 def phrases_rendered(workdir: Path) -> bool:
     return len(list(workdir.glob("phrases/*/*.wav"))) == len(PHRASES)
+
+
+def four_people(suffix: str) -> dict[str, int]:
+    """Four people and the tone under each one's voice, by which the test server knows who
+    speaks; ``suffix`` keeps them apart from other runs' people."""
+    return {
+        f"{name}{suffix}": tone
+        for name, tone in (("ana", 2600), ("ben", 3100), ("cai", 3600), ("dee", 4100))
+    }
+
+
+def script_introductions(server: OpenAIServer, people: dict[str, int]) -> None:
+    """ "I am <who>." is heard as such and saved as their name; the reply is "Nice to meet
+    you."."""
+    for who, tone in people.items():
+        server.transcripts_by_tone[tone] = f"i am {who}"
+        server.script(
+            Rule(
+                tool_calls=[("saveMemory", {"category": "FACT", "key": "name", "value": who})],
+                # a loaded machine's VAD may cut the sentence in two, and the test server
+                # hears the whole sentence in each part (by its tone): "i am ana i am ana"
+                when=lambda b, who=who: (
+                    f"i am {who}" in last_user_text(b) and not has_tool_result(b)
+                ),
+            ),
+        )
+    server.script(Rule(text="Nice to meet you.", when=has_tool_result, times=None))
