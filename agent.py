@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import sys
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from typing import Any
 
 from dotenv import find_dotenv, load_dotenv
 from livekit import rtc
@@ -72,9 +70,12 @@ from tools.providers import import_plugin, uses_google
 from tools.settings import Settings
 from tools.worker import (
     ConversationServer,
+    command_of,
     import_ahead,
-    portaudio_installed,
+    prepare_process,
     quiet_unused_cloud_warnings,
+    server_options,
+    settings_for,
     settle_heap,
     show_agent_words,
 )
@@ -339,21 +340,10 @@ async def prepare_assistant(
 
 
 def build_server(settings: Settings, command: str = "start") -> AgentServer:
-    # the console's first screen is the greeting and a prompt; a worker logs what it does
-    level = settings.log_level or ("WARNING" if command == "console" else "INFO")
-    options: dict[str, Any] = {"log_level": "WARN" if level == "WARNING" else level}
-    if settings.agent_http_port is not None:
-        options["port"] = settings.agent_http_port
     server = ConversationServer(
         capacity=settings.max_conversations,
         setup_fnc=prewarm,
-        prometheus_port=settings.prometheus_port,
-        drain_timeout=round(settings.drain_timeout_s),
-        # processes ready before a burst: starting one is the CPU spike a burst would pay
-        num_idle_processes=min(settings.max_conversations, settings.idle_processes),
-        # room for finish_session and the memory flush before the process is killed
-        shutdown_process_timeout=settings.turn_drain_s + 15.0,
-        **options,
+        **server_options(settings, command),
     )
     # with a name, rooms get this agent only when dispatched to it (a token's room
     # configuration or the dispatch API); without one, every new room gets it
@@ -367,41 +357,15 @@ def main(argv: list[str]) -> int:
     install_log_redaction()
     # one DEBUG line per SQLite statement drowns the console
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
-    command = next((arg for arg in argv[1:] if not arg.startswith("-")), "")
+    command = command_of(argv)
     try:
-        settings = Settings.from_env()
-        if command in {"console", "dev", "start", "connect"}:
-            settings.require_openai()
-        # the CLI's own --url/--api-key/--api-secret flags stand in for the variables
-        if command in {"dev", "start", "connect"} and not any(
-            arg.startswith(("--url", "--api-key", "--api-secret")) for arg in argv
-        ):
-            settings.require_livekit()
+        settings = settings_for(command, argv)
     except ConfigError as exc:
         print(f"agent.py: {exc}", file=sys.stderr)
         return 2
     if command == "memory":
         return run_memory_command(argv[argv.index("memory") + 1 :], settings)
-    if uses_google(settings):
-        import_plugin()  # on the main thread, before livekit forks its job processes
-    if settings.turn_detection != "audio":
-        # livekit would load its audio end-of-turn weights (~244 MB) into every worker
-        os.environ.setdefault("LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "0")
-    if command == "console" and not portaudio_installed():
-        print(
-            "agent.py: the console needs the PortAudio library, even in text mode; install it "
-            "with: sudo apt-get install libportaudio2 (`make run` does this for you)",
-            file=sys.stderr,
-        )
-        return 2
-    if command == "console":
-        # livekit builds the console's stand-in room with unittest.mock, a 100-200 ms stall
-        # on a busy machine that it would report on the first screen; in the console a
-        # stall is worth a line when a person would notice it
-        os.environ.setdefault("LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS", "500")
-    import_ahead()
-    warm_tls()  # the CA bundle parsed here, not on the first job's event loop
-    settle_heap()
+    prepare_process(settings, command)
     cli.run_app(build_server(settings, command))
     return 0
 

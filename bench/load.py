@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import random
 import tempfile
@@ -32,14 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from bench.ai_endpoint import AIEndpoint
+from bench.figures import ms, percentile, ratio
+from bench.options import people_options
+from bench.process_tree import ProcessTree
 from bench.provenance import stamp, stamp_line
 from bench.readme import publish
 from room.livekit_server import LiveKitServer, ensure_binary
 from testbed.audio_io import speak_to_frames
-from testbed.person import Person
 from testbed.worker import Worker
 
 HERE = Path(__file__).resolve().parent
@@ -65,51 +64,6 @@ class Heard:
     served: bool = False
 
 
-@dataclass
-class Tree:
-    """The worker and its job processes, sampled while the people talk."""
-
-    root: int
-    peak_rss_mb: float = 0.0
-    peak_uss_mb: float = 0.0
-    peak_processes: int = 0
-    cpu_s: dict[int, tuple[float, float]] = field(default_factory=dict)  # pid: (first, last)
-
-    def sample(self) -> None:
-        try:
-            root = psutil.Process(self.root)
-            processes = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return
-        rss = uss = 0.0
-        for process in processes:
-            with contextlib.suppress(psutil.Error):
-                memory = process.memory_full_info()
-                rss += memory.rss
-                uss += memory.uss
-                times = process.cpu_times()
-                used = times.user + times.system
-                first = self.cpu_s.get(process.pid, (used, used))[0]
-                self.cpu_s[process.pid] = (first, used)
-        self.peak_rss_mb = max(self.peak_rss_mb, rss / 2**20)
-        self.peak_uss_mb = max(self.peak_uss_mb, uss / 2**20)
-        self.peak_processes = max(self.peak_processes, len(processes) - 1)
-
-    def cpu_pct(self, wall_s: float) -> float:
-        used = sum(last - first for first, last in self.cpu_s.values())
-        return 100 * used / wall_s if wall_s > 0 else 0.0
-
-
-async def until_quiet(person: Person, quiet_s: float = 1.0, limit_s: float = 12.0) -> None:
-    """Until the agent has been silent for ``quiet_s`` (its reply played out)."""
-    deadline = time.perf_counter() + limit_s
-    while time.perf_counter() < deadline:
-        last = person.heard.last_sound_at
-        if last is not None and time.perf_counter() - last >= quiet_s:
-            return
-        await asyncio.sleep(0.05)
-
-
 async def conversation(
     worker: Worker, speech: list[list[Any]], turns: int, delay_s: float
 ) -> Heard:
@@ -118,21 +72,16 @@ async def conversation(
     person = worker.person(f"p-{uuid.uuid4().hex[:6]}", f"load-{uuid.uuid4().hex[:8]}")
     joined = time.perf_counter()
     async with person:
-        deadline = joined + GIVE_UP_S
-        while not person.heard.sound_starts and time.perf_counter() < deadline:
-            await asyncio.sleep(0.02)
+        greeted = await person.first_sound_within(joined, GIVE_UP_S)
         result.served = person.agent_identity is not None
-        if not person.heard.sound_starts:
+        if greeted is None:
             return result  # refused (no agent) or a silent greeting: no turns to measure
-        result.greeting_s = person.heard.sound_starts[0] - joined
-        await until_quiet(person)
+        result.greeting_s = greeted - joined
+        await person.until_quiet(limit_s=12.0)
         for n in range(turns):
             await asyncio.sleep(random.uniform(0.4, 1.2))  # a person's pause before speaking
             ended = await person.say_and_wait(speech[n % len(speech)])
-            deadline = ended + GIVE_UP_S
-            while person.first_sound_after(ended) is None and time.perf_counter() < deadline:
-                await asyncio.sleep(0.02)
-            heard = person.first_sound_after(ended)
+            heard = await person.first_sound_within(ended, GIVE_UP_S)
             if heard is None:
                 result.failed += 1
                 continue
@@ -143,26 +92,15 @@ async def conversation(
             )
             if thinking is not None and thinking < heard:
                 result.detected.append(thinking - ended)
-            await until_quiet(person)
+            await person.until_quiet(limit_s=12.0)
     return result
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def ms(value: float | None) -> float | None:
-    return None if value is None else round(value * 1000, 1)
 
 
 async def measure(
     worker: Worker, ai: AIEndpoint, n: int, speech: list[list[Any]], turns: int
 ) -> dict[str, Any]:
     assert worker.process is not None
-    tree = Tree(worker.process.pid)
+    tree = ProcessTree(worker.process.pid)
     before = ai.counters()["connections"]
     started = time.perf_counter()
     talks = asyncio.gather(*(conversation(worker, speech, turns, 0.3 * i) for i in range(n)))
@@ -222,10 +160,6 @@ async def run_agent(
     finally:
         await asyncio.to_thread(worker.terminate)
     return rows
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 3) if a is not None and b else None
 
 
 def knee(rows: list[dict[str, Any]]) -> int | None:
@@ -344,13 +278,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__)
-    parser.add_argument("--out", type=Path, default=HERE)
-    parser.add_argument("--quick", action="store_true", help="N = 1, 2 and one turn each")
-    parser.add_argument("--rtt-ms", type=float, default=20.0)
-    parser.add_argument("--people", default=None, help="comma-separated N, e.g. 1,2,4,8,16")
-    args = parser.parse_args()
-    args.people = args.people or ("1,2" if args.quick else "1,2,4,8,16")
+    args = people_options("bench.load", __doc__, quick="1,2", full="1,2,4,8,16")
     results = asyncio.run(main_async(args))
     publish("load", results, args.out, table=table, chart=chart, quick=args.quick)
 

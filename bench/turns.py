@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sqlite3
 import tempfile
@@ -38,10 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from bench.ai_endpoint import AIEndpoint
-from bench.load import percentile
+from bench.figures import ms, percentile, ratio
+from bench.options import people_options
+from bench.process_tree import ProcessTree
 from bench.provenance import stamp, stamp_line
 from bench.readme import publish
 from room.livekit_server import LiveKitServer, ensure_binary
@@ -137,20 +136,9 @@ class Visit:
     greeting_s: float | None = None
 
 
-async def until_quiet(person: Person, quiet_s: float = 1.0, limit_s: float = 15.0) -> None:
-    deadline = time.perf_counter() + limit_s
-    while time.perf_counter() < deadline:
-        last = person.heard.last_sound_at
-        if last is not None and time.perf_counter() - last >= quiet_s:
-            return
-        await asyncio.sleep(0.05)
-
-
 async def greeted(person: Person, joined: float) -> float | None:
-    deadline = joined + GIVE_UP_S
-    while not person.heard.sound_starts and time.perf_counter() < deadline:
-        await asyncio.sleep(0.02)
-    return person.heard.sound_starts[0] - joined if person.heard.sound_starts else None
+    heard = await person.first_sound_within(joined, GIVE_UP_S)
+    return None if heard is None else heard - joined
 
 
 async def talk(
@@ -170,16 +158,13 @@ async def talk(
         visit.greeting_s = await greeted(person, joined)
         if visit.greeting_s is None:
             return visit
-        await until_quiet(person)
+        await person.until_quiet()
         for utterance, spoken in zip(CORPUS, speech, strict=True):
             await asyncio.sleep(0.8)  # a person's pause before they speak
             asked = await asyncio.to_thread(replies) if replies else 0
             ended = await person.say_and_wait(spoken.frames)
             began = ended - len(spoken.frames) * FRAME_MS / 1000
-            deadline = ended + GIVE_UP_S
-            while person.first_sound_after(ended) is None and time.perf_counter() < deadline:
-                await asyncio.sleep(0.02)
-            heard = person.first_sound_after(ended)
+            heard = await person.first_sound_within(ended, GIVE_UP_S)
             starts = [t - began for t in person.heard.sound_starts if began < t <= ended]
             first_end = spoken.parts[0][1]
             visit.turns.append(
@@ -190,7 +175,7 @@ async def talk(
                     talk_over=any(a <= t <= b for t in starts for a, b in spoken.parts),
                 )
             )
-            await until_quiet(person)
+            await person.until_quiet()
             if replies:
                 visit.turns[-1].llm_calls = await asyncio.to_thread(replies) - asked
     return visit
@@ -201,54 +186,18 @@ async def greeting_only(worker: Worker, identity: str) -> float | None:
     joined = time.perf_counter()
     async with person:
         heard = await greeted(person, joined)
-        await until_quiet(person)
+        await person.until_quiet()
     return heard
-
-
-@dataclass
-class Tree:
-    """The worker and its job processes, sampled while people talk."""
-
-    root: int
-    peak_uss_mb: float = 0.0
-    peak_pss_mb: float = 0.0
-    cpu_s: dict[int, tuple[float, float]] = field(default_factory=dict)
-
-    def sample(self) -> None:
-        try:
-            root = psutil.Process(self.root)
-            processes = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return
-        uss = pss = 0.0
-        for process in processes:
-            with contextlib.suppress(psutil.Error):
-                memory = process.memory_full_info()
-                uss += memory.uss
-                pss += memory.pss
-                times = process.cpu_times()
-                used = times.user + times.system
-                first = self.cpu_s.get(process.pid, (used, used))[0]
-                self.cpu_s[process.pid] = (first, used)
-        self.peak_uss_mb = max(self.peak_uss_mb, uss / 2**20)
-        self.peak_pss_mb = max(self.peak_pss_mb, pss / 2**20)
-
-    def cpu_s_used(self) -> float:
-        return sum(last - first for first, last in self.cpu_s.values())
-
-
-def ms(value: float | None) -> float | None:
-    return None if value is None else round(value * 1000)
 
 
 async def measure(worker: Worker, ai: AIEndpoint, n: int, speech: list[Spoken]) -> dict[str, Any]:
     assert worker.process is not None
-    tree = Tree(worker.process.pid)
+    tree = ProcessTree(worker.process.pid)
     tree.sample()
     idle_uss, idle_pss = tree.peak_uss_mb, tree.peak_pss_mb
 
     def replies() -> int:
-        return int(ai.counters()["chat"].get("reply", 0))
+        return int(ai.counters()["chat"].get("reply"))
 
     replies_before = replies()
     started = time.perf_counter()
@@ -331,10 +280,6 @@ async def run_agent(
     return result
 
 
-def ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 2) if a is not None and b else None
-
-
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     people = [int(n) for n in args.people.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="bench-turns-"))
@@ -359,15 +304,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     this, peers = results["agents"]["this"], results["agents"]
     first = {name: a["rows"][0]["by_kind"]["complete"]["p50_ms"] for name, a in peers.items()}
     results["goals"] = {
-        "complete_p50_vs_vad_only": ratio(first["this"], first["vad-only"]),
-        "complete_p50_vs_livekit": ratio(first["this"], first["livekit"]),
+        "complete_p50_vs_vad_only": ratio(first["this"], first["vad-only"], 2),
+        "complete_p50_vs_livekit": ratio(first["this"], first["livekit"], 2),
         "returning_greeting_vs_vad_only": ratio(
-            this["returning_greeting_ms"], peers["vad-only"]["returning_greeting_ms"]
+            this["returning_greeting_ms"], peers["vad-only"]["returning_greeting_ms"], 2
         ),
     }
     if len(this["rows"]) > 1:
         p95 = [max(v["p95_ms"] or 0 for v in row["by_kind"].values()) for row in this["rows"]]
-        results["goals"]["p95_at_most_people_vs_one"] = ratio(p95[-1], p95[0])
+        results["goals"]["p95_at_most_people_vs_one"] = ratio(p95[-1], p95[0], 2)
     return results
 
 
@@ -444,13 +389,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.turns", description=__doc__)
-    parser.add_argument("--out", type=Path, default=HERE)
-    parser.add_argument("--quick", action="store_true", help="N = 1 only")
-    parser.add_argument("--rtt-ms", type=float, default=20.0)
-    parser.add_argument("--people", default=None, help="comma-separated N, e.g. 1,8")
-    args = parser.parse_args()
-    args.people = args.people or ("1" if args.quick else "1,8")
+    args = people_options("bench.turns", __doc__, quick="1", full="1,8")
     results = asyncio.run(main_async(args))
     publish("turns", results, args.out, table=table, chart=chart, quick=args.quick)
 

@@ -21,6 +21,7 @@ from livekit.agents.types import (
 from room.livekit_server import API_KEY, API_SECRET
 
 from .audio_io import SAMPLE_RATE, silence
+from .waiting import wait_until
 
 # int16 RMS; espeak speech and the test server's tone are in the thousands, silence is 0
 SOUND_RMS = 200.0
@@ -223,6 +224,22 @@ class Person:
 
     def first_sound_after(self, moment: float) -> float | None:
         return next((t for t in self.heard.sound_starts if t > moment), None)
+
+    async def first_sound_within(self, moment: float, limit_s: float) -> float | None:
+        """The agent's first sound after ``moment``, waited for until ``limit_s`` after it."""
+        left_s = max(0.0, moment + limit_s - time.perf_counter())
+        with contextlib.suppress(AssertionError):
+            await wait_until(lambda: self.first_sound_after(moment), left_s, every_s=0.02)
+        return self.first_sound_after(moment)
+
+    async def until_quiet(self, quiet_s: float = 1.0, limit_s: float = 15.0) -> None:
+        """Until the agent has been silent for ``quiet_s``: what it was saying played out."""
+        deadline = time.perf_counter() + limit_s
+        while time.perf_counter() < deadline:
+            last = self.heard.last_sound_at
+            if last is not None and time.perf_counter() - last >= quiet_s:
+                return
+            await asyncio.sleep(0.05)
 
     async def until(self, condition: object, timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s

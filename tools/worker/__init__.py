@@ -1,10 +1,12 @@
 """The worker around the conversations: its load as conversations against a capacity, and
-the terminal console's view of the agent's words, and the job process's heap."""
+the terminal console's view of the agent's words, the job process's heap, and what a
+command checks and prepares before livekit's CLI runs."""
 
 from __future__ import annotations
 
 from .capacity import CAPACITY, CONVERSATIONS, FULL, ConversationServer
 from .console import portaudio_installed, quiet_unused_cloud_warnings, show_agent_words
+from .launch import command_of, prepare_process, server_options, settings_for
 from .process import import_ahead, settle_heap
 
 __all__ = [
@@ -12,9 +14,13 @@ __all__ = [
     "CONVERSATIONS",
     "FULL",
     "ConversationServer",
+    "command_of",
     "import_ahead",
     "portaudio_installed",
+    "prepare_process",
     "quiet_unused_cloud_warnings",
+    "server_options",
+    "settings_for",
     "settle_heap",
     "show_agent_words",
 ]

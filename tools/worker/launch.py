@@ -1,0 +1,75 @@
+"""What ``python agent.py <command>`` checks and prepares before livekit's CLI takes over:
+settings the command needs, and the process environment livekit reads at start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from pool import ConfigError, warm_tls
+
+from ..providers import import_plugin, uses_google
+from ..settings import Settings
+from .console import portaudio_installed
+from .process import import_ahead, settle_heap
+
+CONVERSATION_COMMANDS = frozenset({"console", "dev", "start", "connect"})
+WORKER_COMMANDS = frozenset({"dev", "start", "connect"})
+
+
+def command_of(argv: Sequence[str]) -> str:
+    return next((arg for arg in argv[1:] if not arg.startswith("-")), "")
+
+
+def settings_for(command: str, argv: Sequence[str]) -> Settings:
+    """The settings, refused in one sentence (ConfigError) when ``command`` cannot run."""
+    settings = Settings.from_env()
+    if command in CONVERSATION_COMMANDS:
+        settings.require_openai()
+    # the CLI's own --url/--api-key/--api-secret flags stand in for the variables
+    if command in WORKER_COMMANDS and not any(
+        arg.startswith(("--url", "--api-key", "--api-secret")) for arg in argv
+    ):
+        settings.require_livekit()
+    if command == "console" and not portaudio_installed():
+        raise ConfigError(
+            "the console needs the PortAudio library, even in text mode; install it with: "
+            "sudo apt-get install libportaudio2 (`make run` does this for you)"
+        )
+    return settings
+
+
+def prepare_process(settings: Settings, command: str) -> None:
+    """The main process, before livekit forks its job processes from it."""
+    if uses_google(settings):
+        import_plugin()  # on the main thread, before livekit forks its job processes
+    if settings.turn_detection != "audio":
+        # livekit would load its audio end-of-turn weights (~244 MB) into every worker
+        os.environ.setdefault("LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "0")
+    if command == "console":
+        # livekit builds the console's stand-in room with unittest.mock, a 100-200 ms stall
+        # on a busy machine that it would report on the first screen; in the console a
+        # stall is worth a line when a person would notice it
+        os.environ.setdefault("LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS", "500")
+    import_ahead()
+    warm_tls()  # the CA bundle parsed here, not on the first job's event loop
+    settle_heap()
+
+
+def server_options(settings: Settings, command: str) -> dict[str, Any]:
+    """The worker's options for livekit's ``AgentServer``, from the settings."""
+    # the console's first screen is the greeting and a prompt; a worker logs what it does
+    level = settings.log_level or ("WARNING" if command == "console" else "INFO")
+    options: dict[str, Any] = {
+        "log_level": "WARN" if level == "WARNING" else level,
+        "prometheus_port": settings.prometheus_port,
+        "drain_timeout": round(settings.drain_timeout_s),
+        # processes ready before a burst: starting one is the CPU spike a burst would pay
+        "num_idle_processes": min(settings.max_conversations, settings.idle_processes),
+        # room for finish_session and the memory flush before the process is killed
+        "shutdown_process_timeout": settings.turn_drain_s + 15.0,
+    }
+    if settings.agent_http_port is not None:
+        options["port"] = settings.agent_http_port
+    return options
