@@ -33,12 +33,15 @@ from pool import ConfigError, install_log_redaction, warm_tls
 from tools.conversation import (
     GENERIC_GREETING,
     PHRASES,
+    RESUMED_GREETING,
     Acknowledgement,
+    ConversationMark,
     JobResources,
     Phrases,
     PostTurnWorker,
     SessionData,
     build_session,
+    compose_resumption,
     first_words,
     follow_turns,
     forget_greeting,
@@ -78,6 +81,7 @@ from tools.worker import (
     settings_for,
     settle_heap,
     show_agent_words,
+    store_left_writes_at_start,
 )
 
 logger = logging.getLogger("agent")
@@ -277,10 +281,16 @@ async def entrypoint(ctx: JobContext) -> None:
 
     phrases = job.phrases = ctx.proc.userdata.get("phrases") or loaded_phrases(settings)
     assistant = await prepare_assistant(memory, user_id, phrases=phrases)
-    # composed (or found in the cache) while the session starts
-    greeting = asyncio.create_task(
-        greeting_for(job.pool, user_id, assistant.memories, model=settings.llm_model)
+    job.mark = ConversationMark(job.pool.cache, user_id, ctx.room.name)
+    cut_off = not in_console and await job.mark.was_cut_off(
+        assistant.memories, window_s=settings.resume_window_s
     )
+    # composed (or found in the cache) while the session starts
+    if cut_off:
+        opening = compose_resumption(job.pool, assistant.memories, model=settings.llm_model)
+    else:
+        opening = greeting_for(job.pool, user_id, assistant.memories, model=settings.llm_model)
+    greeting = asyncio.create_task(opening)
     voice = voice_id(settings)
     memory.on_change(
         lambda user, categories: forget_greeting(job.pool, user, categories, voice=voice)
@@ -297,6 +307,7 @@ async def entrypoint(ctx: JobContext) -> None:
     if session.tts is not None:
         phrases.prepare_in_background(session.tts)  # rendered once per machine and voice
     # the job ends with its conversation: the person left, or the session failed for good
+    session.on("close", job.mark.on_close)
     session.on("close", lambda _: ctx.shutdown(reason="session closed"))
     await session.start(
         agent=assistant,
@@ -306,12 +317,17 @@ async def entrypoint(ctx: JobContext) -> None:
     )
     gc.freeze()  # what the session built lives as long as it: out of the collector's way
 
-    words = await first_words(greeting, deadline_s=settings.greeting_deadline_s)
-    if words == GENERIC_GREETING:
+    fallback = RESUMED_GREETING if cut_off else GENERIC_GREETING
+    words = await first_words(greeting, deadline_s=settings.greeting_deadline_s, fallback=fallback)
+    if cut_off:
+        session.say(words)  # about this one break: never kept as the person's greeting
+    elif words == GENERIC_GREETING:
         phrases.say(session, "greeting", remember=True)
     else:
         job.greeting_audio = await say_greeting(session, job.pool.cache, voice, user_id, words)
     job.warm()  # for the first user turn, now that the first words are on their way
+    if not in_console:
+        await job.mark.set()  # until their goodbye, a lost machine means a cut-off
     if in_console:
         show_agent_words(words)  # livekit's text console prints only replies to typed words
 
@@ -348,6 +364,7 @@ def build_server(settings: Settings, command: str = "start") -> AgentServer:
     # with a name, rooms get this agent only when dispatched to it (a token's room
     # configuration or the dispatch API); without one, every new room gets it
     server.rtc_session(agent_name=settings.agent_name or "")(entrypoint)
+    store_left_writes_at_start(server, settings)
     return server
 
 

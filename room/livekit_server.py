@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -140,6 +141,12 @@ class LiveKitServer:
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def node_id(self) -> str | None:
+        """This node's id in a cluster, from the line it logs at start."""
+        found = re.search(r'"nodeID": "([^"]+)"', self.log())
+        return found.group(1) if found else None
 
     def start(self, timeout_s: float = 30.0) -> LiveKitServer:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the server keeps it open

@@ -20,9 +20,8 @@ from testbed.openai_server import (
 )
 from testbed.tcp_proxy import TcpProxy
 from tests.support.console import agent_env, spawn_console
-from tests.support.services import SECRET_MARKER, dsn_port
+from tests.support.services import SECRET_MARKER, dsn_port, through
 from tests.support.sessions import typed_turn
-from tests.test_outbox import through
 from tools.conversation import SessionData, build_session
 from tools.memory import MEMORY_BLOCK_END, MEMORY_BLOCK_START, open_memory_service
 from tools.settings import Settings

@@ -11,7 +11,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -19,7 +18,7 @@ import pytest
 from pool import get_pool
 from testbed.tcp_proxy import TcpProxy
 from testbed.waiting import wait_until, wait_until_sync
-from tests.support.services import dsn_port
+from tests.support.services import dsn_port, through
 from tools.memory import CATEGORIES, MemoryService, Write, open_memory_service
 from tools.settings import Settings
 
@@ -47,12 +46,6 @@ def pg_proxy(pg_admin_dsn: str) -> Iterator[TcpProxy]:
     proxy = TcpProxy("127.0.0.1", dsn_port(pg_admin_dsn)).start()
     yield proxy
     proxy.stop()
-
-
-def through(proxy: TcpProxy, dsn: str) -> str:
-    parts = urlsplit(dsn)
-    netloc = parts.netloc.rsplit("@", 1)[0] + f"@127.0.0.1:{proxy.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 async def rows(dsn: str, user_id: str) -> dict[str, str]:

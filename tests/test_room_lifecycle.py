@@ -28,6 +28,7 @@ from tests.support.rooms import (
     KEY,
     four_people,
     greeted,
+    greeting_said,
     memories,
     room,
     script_introductions,
@@ -146,7 +147,7 @@ async def test_four_rooms_at_once_are_each_answered_and_keep_their_own_memory(
 
     async def visit(who: str) -> list[str]:
         async with worker.person(who, room()) as person:
-            await greeted(person)
+            await greeting_said(person)
             # the tone under the voice lets the test server transcribe who is speaking
             frames = speak_to_frames(f"I am {who}.", tmp_path, tone_hz=people[who])
             ended = await person.say_and_wait(frames)

@@ -8,11 +8,9 @@ import asyncio
 import logging
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -21,13 +19,13 @@ from prometheus_client import REGISTRY
 from pool import RetryPolicy, get_pool
 from testbed.postgrest import PostgrestServer
 from testbed.waiting import wait_until
+from tests.support.console import memory_command
 from tests.support.services import supabase_settings, truncate
 from tools.memory import MemoryService, Outbox, Write, memory_store
 from tools.memory.stores.sqlite import SqliteStore
 from tools.pool_tools import stats_report
 from tools.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
 # a memory's text: the refusal of it is told by its code and message, never by the text
 FORBIDDEN = "my private note"
 
@@ -123,14 +121,7 @@ def agent(args: list[str], settings: Settings) -> subprocess.CompletedProcess[st
         "MEMORY_SQLITE_PATH": settings.sqlite_path,
         "MEMORY_OUTBOX_PATH": settings.memory_outbox_path,
     }
-    return subprocess.run(
-        [sys.executable, "agent.py", "memory", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return memory_command(args, env)
 
 
 async def test_the_memory_command_lists_set_aside_writes_and_replays_them(

@@ -15,6 +15,7 @@ import pytest
 
 from pool import ConnectionPool
 from testbed.postgrest import PostgrestServer
+from testbed.tcp_proxy import TcpProxy
 from tools.memory.stores import apply_migration
 from tools.settings import Settings
 
@@ -55,6 +56,13 @@ def database_dsn(admin_dsn: str, name: str) -> str:
 
 def dsn_port(dsn: str) -> int:
     return urlsplit(dsn).port or 5432
+
+
+def through(proxy: TcpProxy, dsn: str) -> str:
+    """``dsn`` with its host and port those of ``proxy``."""
+    parts = urlsplit(dsn)
+    netloc = parts.netloc.rsplit("@", 1)[0] + f"@127.0.0.1:{proxy.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 async def migrate(dsn: str) -> None:

@@ -28,6 +28,7 @@ from .phrases import (
 )
 from .playback import play
 from .reply_wait import tell_reply_waits
+from .resume import RESUMED_GREETING, ConversationMark, compose_resumption, running_summary
 from .session import (
     VOICE_CONN_OPTIONS,
     GracefulSession,
@@ -46,11 +47,13 @@ __all__ = [
     "GENERIC_GREETING",
     "GREETING_CATEGORIES",
     "PHRASES",
+    "RESUMED_GREETING",
     "SERVED_KINDS",
     "SUMMARY_KEY",
     "VOICE_CONN_OPTIONS",
     "Acknowledgement",
     "CallResult",
+    "ConversationMark",
     "GracefulSession",
     "GreetingAudio",
     "JobResources",
@@ -62,6 +65,7 @@ __all__ = [
     "acknowledged",
     "build_session",
     "compose_greeting",
+    "compose_resumption",
     "end_of_turn_probability",
     "first_words",
     "follow_turns",
@@ -74,6 +78,7 @@ __all__ = [
     "parse_facts",
     "play",
     "register_pool_panel",
+    "running_summary",
     "say_greeting",
     "speak_up_on_errors",
     "tell_reply_waits",

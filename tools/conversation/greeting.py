@@ -78,15 +78,17 @@ async def forget_greeting(
             await forget_greeting_audio(pool.cache, user_id, voice)
 
 
-async def first_words(greeting: asyncio.Task[str], *, deadline_s: float) -> str:
-    """The personal greeting, or the generic one if it is not ready within the deadline:
-    a stalled model must not keep the person waiting for the first words."""
+async def first_words(
+    greeting: asyncio.Task[str], *, deadline_s: float, fallback: str = GENERIC_GREETING
+) -> str:
+    """The composed greeting, or ``fallback`` if it is not ready within the deadline: a
+    stalled model must not keep the person waiting for the first words."""
     try:
         async with asyncio.timeout(deadline_s):
             return await asyncio.shield(greeting)
     except TimeoutError:
         logger.warning("the greeting took over %.1f s; greeting generically", deadline_s)
-        return GENERIC_GREETING
+        return fallback
     except Exception as exc:  # no greeting is worth a silent start
         logger.warning("could not compose a greeting: %s", redact(str(exc)))
-        return GENERIC_GREETING
+        return fallback

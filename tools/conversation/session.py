@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .greeting_audio import GreetingAudio
     from .learning import PostTurnWorker
     from .phrases import Phrases
+    from .resume import ConversationMark
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ class JobResources:
         self.post_turn: PostTurnWorker | None = None
         self.phrases: Phrases | None = None
         self.greeting_audio: GreetingAudio | None = None
+        self.mark: ConversationMark | None = None
 
     def warm(self) -> None:
         """Open and probe every connection the first user turn needs, in the background."""
@@ -150,6 +152,8 @@ class JobResources:
                 await rendering.aclose()
         if self.post_turn is not None:
             await self.post_turn.aclose(deadline_s=3.0)
+        if self.mark is not None:
+            await self.mark.aclose()
         opening = self._opening
         if opening.done() and not opening.cancelled() and opening.exception() is None:
             left = await opening.result().aclose(deadline_s=5.0)

@@ -4,6 +4,7 @@ outbox, the stores (SQLite, PostgreSQL, Supabase) and the tools as the LLM sees 
 from __future__ import annotations
 
 from .cli import run as run_memory_command
+from .leftovers import store_left_writes
 from .model import (
     CATEGORIES,
     MAX_BATCH,
@@ -82,4 +83,5 @@ __all__ = [
     "run_memory_command",
     "save_memory",
     "save_write",
+    "store_left_writes",
 ]

@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from pool import get_pool
-
+from .leftovers import machine_outbox
 from .model import MemoryStore
 from .outbox import MAX_FAILURES, Outbox
 from .outbox_file import OutboxReport
-from .stores import memory_store
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -77,19 +75,10 @@ async def _show(settings: Settings) -> str:
 
 
 async def _replay(settings: Settings, deadline_s: float) -> tuple[str, int]:
-    pool = get_pool(settings)
-
-    async def store() -> MemoryStore:
-        return await memory_store(pool, settings)
-
-    outbox = await Outbox(settings.memory_outbox_path, store).open()
-    try:
+    async with machine_outbox(settings) as outbox:
         queued = await outbox.replay_set_aside()
         left = await outbox.drain(deadline_s)
         report = await outbox.report()
-    finally:
-        await outbox.close()
-        await pool.aclose()
     refused = report.totals()["set_aside"]
     stored = outbox.flushed
     text = (

@@ -97,6 +97,9 @@ class Settings(PoolSettings):
     participant_wait_s: float = setting("PARTICIPANT_WAIT_S", 60.0, check="positive")
     # a job being ended lets the reply in flight finish for this long
     turn_drain_s: float = setting("TURN_DRAIN_S", 5.0, check="positive")
+    # a person back within this long of a conversation that ended without a goodbye (its
+    # LiveKit node or worker was lost) is greeted as someone the agent was just talking to
+    resume_window_s: float = setting("RESUME_WINDOW_S", 600.0, check="positive")
 
     # the worker: a LiveKit server or LiveKit Cloud, for `start` and `dev`
     livekit_url: str | None = setting("LIVEKIT_URL")

@@ -3,16 +3,23 @@ settings the command needs, and the process environment livekit reads at start."
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
 
-from pool import ConfigError, warm_tls
+from livekit.agents import AgentServer
 
+from pool import ConfigError, redact, warm_tls
+
+from ..memory import store_left_writes
 from ..providers import import_plugin, uses_google
 from ..settings import Settings
 from .console import portaudio_installed
 from .process import import_ahead, settle_heap
+
+logger = logging.getLogger(__name__)
 
 CONVERSATION_COMMANDS = frozenset({"console", "dev", "start", "connect"})
 WORKER_COMMANDS = frozenset({"dev", "start", "connect"})
@@ -73,3 +80,22 @@ def server_options(settings: Settings, command: str) -> dict[str, Any]:
     if settings.agent_http_port is not None:
         options["port"] = settings.agent_http_port
     return options
+
+
+def store_left_writes_at_start(server: AgentServer, settings: Settings) -> None:
+    """Once the worker runs, the writes a killed run on this machine left in its outbox go
+    to the store, whether or not a conversation comes to this machine soon."""
+    running: set[asyncio.Task[None]] = set()
+
+    async def store() -> None:
+        try:
+            await store_left_writes(settings)
+        except Exception as exc:  # the next conversation's outbox retries them
+            logger.warning("could not store the outbox's leftovers: %s", redact(str(exc))[:200])
+
+    def started() -> None:
+        task = asyncio.create_task(store(), name="outbox-leftovers")
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    server.on("worker_started", started)
