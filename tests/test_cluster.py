@@ -19,8 +19,15 @@ from room.livekit_server import LiveKitServer
 from testbed.audio_io import speak_to_frames
 from testbed.openai_server import OpenAIServer
 from testbed.person import Person
-from testbed.worker import Worker, room_env
-from tests.support.rooms import KEY, four_people, greeted, job_pids, room, script_introductions
+from testbed.worker import Worker
+from tests.support.rooms import (
+    four_people,
+    greeted,
+    job_pids,
+    room,
+    script_introductions,
+    shared_store_env,
+)
 from tools.memory import MEMORY_BLOCK_START
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -47,16 +54,7 @@ def workers(
     redis_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Worker, Worker]]:
-    env = room_env(
-        openai_server.base_url,
-        OPENAI_API_KEY=KEY,
-        AGENT_NAME=AGENT,
-        MEMORY_BACKEND="postgres",
-        DATABASE_URL=pg_dsn,
-        REDIS_URL=redis_url,
-        # what crosses the nodes is asked here, not how fast: the greeting waits for it
-        MEMORY_RECALL_BUDGET_MS="3000",
-    )
+    env = shared_store_env(openai_server.base_url, AGENT, pg_dsn, redis_url)
     # each machine its own directory: its outbox and phrases
     a = Worker(nodes[0], tmp_path_factory.mktemp("machine-a"), **env)
     b = Worker(nodes[1], tmp_path_factory.mktemp("machine-b"), **env)

@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import psutil
 import pytest
 import redis.asyncio as redis
@@ -27,10 +26,10 @@ from testbed.openai_server import OpenAIServer, Rule, has_tool_result, last_user
 from testbed.person import Person
 from testbed.tcp_proxy import TcpProxy
 from testbed.waiting import wait_until
-from testbed.worker import Worker, room_env
+from testbed.worker import Worker
 from tests.support.console import memory_command
-from tests.support.rooms import KEY, greeted, job_pids, room
-from tests.support.services import dsn_port, through
+from tests.support.rooms import greeted, job_pids, room, shared_store_env
+from tests.support.services import dsn_port, stored_memories, through
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -69,32 +68,8 @@ def script(server: OpenAIServer, who: str) -> None:
     )
 
 
-def agent_env(
-    server: OpenAIServer, agent: str, database_url: str, redis_url: str
-) -> dict[str, str]:
-    return room_env(
-        server.base_url,
-        OPENAI_API_KEY=KEY,
-        AGENT_NAME=agent,
-        MEMORY_BACKEND="postgres",
-        DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
-        # what crosses machines is asked here, not how fast: the greeting waits for it
-        MEMORY_RECALL_BUDGET_MS="3000",
-    )
-
-
-async def stored(dsn: str, user: str) -> dict[str, str]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch("SELECT key, value FROM memories WHERE user_id = $1", user)
-    finally:
-        await conn.close()
-    return {r["key"]: r["value"] for r in rows}
-
-
 async def has_memory(dsn: str, user: str, key: str) -> bool:
-    return key in await stored(dsn, user)
+    return key in await stored_memories(dsn, user)
 
 
 def pending_writes(machine: Path) -> int:
@@ -179,7 +154,7 @@ async def test_a_node_lost_mid_conversation_resumes_through_the_other_node(
     agent = f"resume-{uuid.uuid4().hex[:6]}"
     who = f"ana{uuid.uuid4().hex[:4]}"
     script(server, who)
-    env = agent_env(server, agent, pg_dsn, redis_url)
+    env = shared_store_env(server.base_url, agent, pg_dsn, redis_url)
     workers = [
         Worker(node, tmp_path_factory.mktemp(f"machine-{name}"), **env)
         for name, node in (("a", node_a), ("b", node_b))
@@ -220,7 +195,7 @@ async def test_a_node_lost_mid_conversation_resumes_through_the_other_node(
         with contextlib.suppress(Exception):
             await leaving
 
-        memory = await stored(pg_dsn, who)
+        memory = await stored_memories(pg_dsn, who)
         assert memory["name"] == who and memory["conversation_summary"] == SUMMARY
         # the cut-off job ends on its own once its room is gone: nothing stops it here
         await wait_until(lambda: not running(old_jobs), 90, what="the cut-off job to end")
@@ -253,9 +228,9 @@ async def test_a_worker_lost_mid_conversation_resumes_and_its_outbox_reaches_the
     machine_a, machine_b = (tmp_path_factory.mktemp(f"machine-{n}") for n in "ab")
     # machine A reaches the database through a link the test cuts
     link = TcpProxy("127.0.0.1", dsn_port(pg_dsn)).start()
-    env_a = agent_env(server, agent, through(link, pg_dsn), redis_url)
+    env_a = shared_store_env(server.base_url, agent, through(link, pg_dsn), redis_url)
     a = Worker(livekit, machine_a, **env_a)
-    b = Worker(livekit, machine_b, **agent_env(server, agent, pg_dsn, redis_url))
+    b = Worker(livekit, machine_b, **shared_store_env(server.base_url, agent, pg_dsn, redis_url))
     a_again = Worker(livekit, machine_a, **env_a)
     room_name = room()
     try:
@@ -293,7 +268,7 @@ async def test_a_worker_lost_mid_conversation_resumes_and_its_outbox_reaches_the
         await wait_until(
             lambda: has_memory(pg_dsn, who, "time"), 30, what="the leftovers in the store"
         )
-        memory = await stored(pg_dsn, who)
+        memory = await stored_memories(pg_dsn, who)
         assert memory["time"] == "eight" and memory["conversation_summary"] == LATER_SUMMARY
         assert pending_writes(machine_a) == 0
         listing = await asyncio.to_thread(memory_command, ["outbox"], env_a, machine_a)

@@ -12,13 +12,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from pool import get_pool
 from testbed.tcp_proxy import TcpProxy
 from testbed.waiting import wait_until, wait_until_sync
-from tests.support.services import dsn_port, through
+from tests.support.services import dsn_port, stored_memories, through
 from tools.memory import CATEGORIES, MemoryService, Write, open_memory_service
 from tools.settings import Settings
 
@@ -46,15 +45,6 @@ def pg_proxy(pg_admin_dsn: str) -> Iterator[TcpProxy]:
     proxy = TcpProxy("127.0.0.1", dsn_port(pg_admin_dsn)).start()
     yield proxy
     proxy.stop()
-
-
-async def rows(dsn: str, user_id: str) -> dict[str, str]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        found = await conn.fetch("SELECT key, value FROM memories WHERE user_id = $1", user_id)
-    finally:
-        await conn.close()
-    return {r["key"]: r["value"] for r in found}
 
 
 def drained(memory: MemoryService) -> Callable[[], Awaitable[bool]]:
@@ -91,7 +81,7 @@ async def test_a_database_outage_loses_none_of_1000_saves(
         # durable on put: all of it is pending, and the flusher really met the outage
         assert await memory.outbox.pending() == 1001
         await wait_until(lambda: memory.outbox.failed_flushes > 0, 30, what="the outage")
-        assert await rows(clean_pg, "outage-user") == {"before": "stored directly"}
+        assert await stored_memories(clean_pg, "outage-user") == {"before": "stored directly"}
 
         pg_proxy.restore()
         await wait_until(drained(memory), 60, what="the outbox to drain", every_s=0.1)
@@ -99,7 +89,7 @@ async def test_a_database_outage_loses_none_of_1000_saves(
         await memory.aclose()
         await pool.aclose()
 
-    stored = await rows(clean_pg, "outage-user")
+    stored = await stored_memories(clean_pg, "outage-user")
     assert len(stored) == 1002
     assert stored["k0999"] == "v999" and stored["during"] == "queued"
 
@@ -130,7 +120,7 @@ def test_sigkill_in_the_middle_of_flushing_loses_no_acknowledged_save(
             if acked == 1000:
                 break
         flushed = wait_until_sync(
-            lambda: (n := len(asyncio.run(rows(clean_pg, "crash-user")))) >= 50 and n,
+            lambda: (n := len(asyncio.run(stored_memories(clean_pg, "crash-user")))) >= 50 and n,
             60,
             what="50 writes flushed",
         )
@@ -149,7 +139,7 @@ def test_sigkill_in_the_middle_of_flushing_loses_no_acknowledged_save(
             writer.stdout.close()
         proxy.stop()
 
-    stored = asyncio.run(rows(clean_pg, "crash-user"))
+    stored = asyncio.run(stored_memories(clean_pg, "crash-user"))
     assert acked == 1000
     assert len(stored) == 1000
     assert stored["k0000"] == "value 0" and stored["k0999"] == "value 999"

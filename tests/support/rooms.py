@@ -10,7 +10,7 @@ from pathlib import Path
 from testbed.audio_io import speak_to_frames
 from testbed.openai_server import OpenAIServer, Rule, has_tool_result, last_user_text
 from testbed.person import Person
-from testbed.worker import Worker
+from testbed.worker import Worker, room_env
 from tools.conversation import PHRASES
 
 KEY = "marker-provider-key-Qx7Zr2"  # not sk-shaped: only the pool's own redaction hides it
@@ -104,3 +104,19 @@ def script_introductions(server: OpenAIServer, people: dict[str, int]) -> None:
             ),
         )
     server.script(Rule(text="Nice to meet you.", when=has_tool_result, times=None))
+
+
+def shared_store_env(
+    base_url: str, agent: str, database_url: str, redis_url: str
+) -> dict[str, str]:
+    """A worker of a fleet: dispatched as ``agent``, memory in PostgreSQL, the cache in Redis."""
+    return room_env(
+        base_url,
+        OPENAI_API_KEY=KEY,
+        AGENT_NAME=agent,
+        MEMORY_BACKEND="postgres",
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        # what crosses machines is asked here, not how fast: the greeting waits for it
+        MEMORY_RECALL_BUDGET_MS="3000",
+    )

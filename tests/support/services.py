@@ -58,6 +58,16 @@ def dsn_port(dsn: str) -> int:
     return urlsplit(dsn).port or 5432
 
 
+async def stored_memories(dsn: str, user_id: str) -> dict[str, str]:
+    """key → value of what PostgreSQL holds for ``user_id``."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        found = await conn.fetch("SELECT key, value FROM memories WHERE user_id = $1", user_id)
+    finally:
+        await conn.close()
+    return {r["key"]: r["value"] for r in found}
+
+
 def through(proxy: TcpProxy, dsn: str) -> str:
     """``dsn`` with its host and port those of ``proxy``."""
     parts = urlsplit(dsn)

@@ -29,25 +29,27 @@ def greeting_key(user_id: str) -> str:
     return f"greeting:{user_id}"
 
 
-async def compose_greeting(pool: ConnectionPool, model: str, memories: Sequence[Memory]) -> str:
-    """One LLM call. Idempotent (nothing changes on the server), so the pool may retry it."""
+async def spoken_line(pool: ConnectionPool, model: str, system: str, content: str) -> str:
+    """One short line for the agent to say first, from one LLM call (empty if the model said
+    nothing). Idempotent (nothing changes on the server), so the pool may retry it."""
     client = await pool.openai()
 
     async def ask() -> str:
         reply = await client.chat.completions.create(
             model=model,
-            messages=[
-                {"role": "system", "content": GREETING_PROMPT},
-                {"role": "user", "content": memory_block(memories)},
-            ],
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": content}],
             max_tokens=80,
         )
-        text = (reply.choices[0].message.content or "").strip()
-        if not text:
-            raise ValueError("The model returned an empty greeting.")
-        return text
+        return (reply.choices[0].message.content or "").strip()
 
     return await pool.call("openai", ask)
+
+
+async def compose_greeting(pool: ConnectionPool, model: str, memories: Sequence[Memory]) -> str:
+    text = await spoken_line(pool, model, GREETING_PROMPT, memory_block(memories))
+    if not text:
+        raise ValueError("The model returned an empty greeting.")
+    return text
 
 
 async def greeting_for(

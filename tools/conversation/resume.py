@@ -22,6 +22,7 @@ from livekit.agents import CloseEvent, CloseReason
 from pool import Cache, ConnectionPool
 
 from ..memory import Memory
+from .greeting import spoken_line
 from .learning import SUMMARY_KEY
 
 logger = logging.getLogger(__name__)
@@ -96,17 +97,4 @@ async def compose_resumption(
     summary = running_summary(memories)
     if summary is None:
         return RESUMED_GREETING
-    client = await pool.openai()
-
-    async def ask() -> str:
-        reply = await client.chat.completions.create(
-            model=model,
-            messages=[
-                {"role": "system", "content": RESUME_PROMPT},
-                {"role": "user", "content": summary},
-            ],
-            max_tokens=80,
-        )
-        return (reply.choices[0].message.content or "").strip() or RESUMED_GREETING
-
-    return await pool.call("openai", ask)
+    return await spoken_line(pool, model, RESUME_PROMPT, summary) or RESUMED_GREETING
