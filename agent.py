@@ -31,25 +31,20 @@ from livekit.plugins import silero
 
 from pool import ConfigError, install_log_redaction, warm_tls
 from tools.conversation import (
-    GENERIC_GREETING,
     PHRASES,
-    RESUMED_GREETING,
     Acknowledgement,
     ConversationMark,
     JobResources,
+    Opening,
     Phrases,
     PostTurnWorker,
     SessionData,
     build_session,
-    compose_resumption,
-    first_words,
     follow_turns,
     forget_greeting,
-    greeting_for,
     join_continuation,
     memory_user,
     register_pool_panel,
-    say_greeting,
     speak_up_on_errors,
     tell_reply_waits,
     voice_directory,
@@ -281,16 +276,8 @@ async def entrypoint(ctx: JobContext) -> None:
 
     phrases = job.phrases = ctx.proc.userdata.get("phrases") or loaded_phrases(settings)
     assistant = await prepare_assistant(memory, user_id, phrases=phrases)
-    job.mark = ConversationMark(job.pool.cache, user_id, ctx.room.name)
-    cut_off = not in_console and await job.mark.was_cut_off(
-        assistant.memories, window_s=settings.resume_window_s
-    )
-    # composed (or found in the cache) while the session starts
-    if cut_off:
-        opening = compose_resumption(job.pool, assistant.memories, model=settings.llm_model)
-    else:
-        opening = greeting_for(job.pool, user_id, assistant.memories, model=settings.llm_model)
-    greeting = asyncio.create_task(opening)
+    job.mark = None if in_console else ConversationMark(job.pool.cache, user_id, ctx.room.name)
+    opening = await Opening.begin(job.pool, job.mark, user_id, assistant.memories, settings)
     voice = voice_id(settings)
     memory.on_change(
         lambda user, categories: forget_greeting(job.pool, user, categories, voice=voice)
@@ -307,7 +294,8 @@ async def entrypoint(ctx: JobContext) -> None:
     if session.tts is not None:
         phrases.prepare_in_background(session.tts)  # rendered once per machine and voice
     # the job ends with its conversation: the person left, or the session failed for good
-    session.on("close", job.mark.on_close)
+    if job.mark is not None:
+        session.on("close", job.mark.on_close)
     session.on("close", lambda _: ctx.shutdown(reason="session closed"))
     await session.start(
         agent=assistant,
@@ -317,16 +305,16 @@ async def entrypoint(ctx: JobContext) -> None:
     )
     gc.freeze()  # what the session built lives as long as it: out of the collector's way
 
-    fallback = RESUMED_GREETING if cut_off else GENERIC_GREETING
-    words = await first_words(greeting, deadline_s=settings.greeting_deadline_s, fallback=fallback)
-    if cut_off:
-        session.say(words)  # about this one break: never kept as the person's greeting
-    elif words == GENERIC_GREETING:
-        phrases.say(session, "greeting", remember=True)
-    else:
-        job.greeting_audio = await say_greeting(session, job.pool.cache, voice, user_id, words)
+    words, job.greeting_audio = await opening.say(
+        session,
+        job.pool.cache,
+        phrases,
+        voice=voice,
+        user_id=user_id,
+        deadline_s=settings.greeting_deadline_s,
+    )
     job.warm()  # for the first user turn, now that the first words are on their way
-    if not in_console:
+    if job.mark is not None:
         await job.mark.set()  # until their goodbye, a lost machine means a cut-off
     if in_console:
         show_agent_words(words)  # livekit's text console prints only replies to typed words

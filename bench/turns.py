@@ -41,8 +41,9 @@ from bench.ai_endpoint import AIEndpoint
 from bench.figures import ms, percentile, ratio
 from bench.options import people_options
 from bench.process_tree import ProcessTree
-from bench.provenance import stamp, stamp_line
+from bench.provenance import stamp
 from bench.readme import publish
+from bench.turns_report import chart, table
 from room.livekit_server import LiveKitServer, ensure_binary
 from testbed.audio_io import FRAME_MS, silence, speak_to_frames
 from testbed.person import Person
@@ -314,78 +315,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         p95 = [max(v["p95_ms"] or 0 for v in row["by_kind"].values()) for row in this["rows"]]
         results["goals"]["p95_at_most_people_vs_one"] = ratio(p95[-1], p95[0], 2)
     return results
-
-
-def table(results: dict[str, Any]) -> str:
-    delays = ", ".join(f"{p} {d} ms" for p, d in results["provider_delays_ms"].items())
-    lines = [
-        f"{stamp_line(results)}; RTT {results['rtt_ms']:g} ms; provider delays {delays}",
-        "",
-        "| N | agent | utterance | reply p50 / p95 | split | talk-over | unanswered | LLM calls |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, agent in results["agents"].items():
-        for row in agent["rows"]:
-            for kind, k in row["by_kind"].items():
-                calls = "" if k["llm_calls"] is None else f"{k['llm_calls']}/{k['turns']}"
-                lines.append(
-                    f"| {row['n']} | {name} | {kind} | {k['p50_ms']} / {k['p95_ms']} ms | "
-                    f"{k['split']}/{k['turns']} | {k['talk_over']}/{k['turns']} | "
-                    f"{k['unanswered']} | "
-                    f"{calls} |"
-                )
-    lines += [
-        "",
-        "| agent | N | LLM calls per utterance | CPU s per conversation-minute "
-        "| USS / PSS per conversation | returning person's greeting | new person's |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, agent in results["agents"].items():
-        for row in agent["rows"]:
-            lines.append(
-                f"| {name} | {row['n']} | {row['llm_calls_per_turn']} | "
-                f"{row['cpu_s_per_conversation_minute']} | "
-                f"{row['uss_mb_per_conversation']} / {row['pss_mb_per_conversation']} MB | "
-                f"{agent['returning_greeting_ms']} ms | {agent['new_person_greeting_ms']} ms |"
-            )
-    goals = results["goals"]
-    lines += [
-        "",
-        f"Complete questions at N = 1, this / VAD-only: {goals['complete_p50_vs_vad_only']}; "
-        f"this / livekit's defaults: {goals['complete_p50_vs_livekit']}. A returning person's "
-        f"first audio, this / VAD-only: {goals['returning_greeting_vs_vad_only']}."
-        + (
-            f" This agent's worst p95 at N = 8 / at N = 1: {goals['p95_at_most_people_vs_one']}."
-            if "p95_at_most_people_vs_one" in goals
-            else ""
-        ),
-    ]
-    return "\n".join(lines)
-
-
-def chart(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(10, 4))
-    width = 0.8 / len(results["agents"])
-    for index, (name, agent) in enumerate(results["agents"].items()):
-        row = agent["rows"][0]
-        values = [row["by_kind"][k]["p50_ms"] or 0 for k in KINDS]
-        spread = [
-            (row["by_kind"][k]["p95_ms"] or 0) - v for k, v in zip(KINDS, values, strict=True)
-        ]
-        xs = [i + index * width for i in range(len(KINDS))]
-        axes.bar(xs, values, width, yerr=[[0] * len(values), spread], label=name, capsize=3)
-    axes.set_xticks([i + width for i in range(len(KINDS))], KINDS, fontsize=8)
-    axes.set_ylabel("end of speech → reply, p50 (p95 above), ms")
-    axes.legend(fontsize=8)
-    figure.suptitle(f"turn-taking at N = 1 (commit {results['commit']})", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def main() -> None:

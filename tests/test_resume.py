@@ -49,22 +49,25 @@ async def test_a_conversation_ended_without_a_goodbye_was_cut_off(
     pool: ConnectionPool, next_job: ConnectionPool, reason: CloseReason
 ) -> None:
     await ended(pool, reason)
-    mark = ConversationMark(next_job.cache, "grace", "room-2")
+    mark = ConversationMark(next_job.cache, "grace", "room-1")
     assert await mark.was_cut_off([summary(time.time())], window_s=WINDOW_S)
+    # the same person in a new room is on a new visit
+    elsewhere = ConversationMark(next_job.cache, "grace", "room-2")
+    assert not await elsewhere.was_cut_off([summary(time.time())], window_s=WINDOW_S)
 
 
 async def test_after_a_goodbye_the_next_visit_is_a_new_conversation(
     pool: ConnectionPool, next_job: ConnectionPool
 ) -> None:
     await ended(pool, CloseReason.PARTICIPANT_DISCONNECTED)
-    mark = ConversationMark(next_job.cache, "grace", "room-2")
+    mark = ConversationMark(next_job.cache, "grace", "room-1")
     assert not await mark.was_cut_off([summary(time.time())], window_s=WINDOW_S)
 
 
 async def test_a_first_visit_and_a_stale_break_are_not_resumed(
     pool: ConnectionPool, next_job: ConnectionPool
 ) -> None:
-    mark = ConversationMark(next_job.cache, "grace", "room-2")
+    mark = ConversationMark(next_job.cache, "grace", "room-1")
     assert not await mark.was_cut_off([], window_s=WINDOW_S)
     await ended(pool, CloseReason.JOB_SHUTDOWN)
     await asyncio.sleep(0.3)

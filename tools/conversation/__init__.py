@@ -16,6 +16,7 @@ from .greeting import (
 )
 from .greeting_audio import GreetingAudio, say_greeting
 from .learning import SUMMARY_KEY, PostTurnWorker, follow_turns, parse_facts
+from .opening import Opening
 from .parallel import CallResult, parallel_ai_calls
 from .person import SERVED_KINDS, memory_user, register_pool_panel, wait_for_person
 from .phrases import (
@@ -57,6 +58,7 @@ __all__ = [
     "GracefulSession",
     "GreetingAudio",
     "JobResources",
+    "Opening",
     "PhraseKey",
     "Phrases",
     "PostTurnWorker",

@@ -13,6 +13,7 @@ apology, never a memory.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -54,29 +55,36 @@ class ConversationMark:
         self.cache = cache
         self.user_id = user_id
         self.room = room
-        self._goodbye = False
+        self._removing: asyncio.Task[None] | None = None
 
     async def was_cut_off(self, memories: Sequence[Memory], *, window_s: float) -> bool:
-        """Whether this person's last conversation ended without a goodbye, and was still
-        going (its last exchange learned from, or its start) within ``window_s``."""
+        """Whether this person's last conversation, in this room, ended without a goodbye,
+        and was still going (its last exchange learned from, or its start) within ``window_s``."""
         mark = await self.cache.get(open_key(self.user_id))
-        if not isinstance(mark, dict):
+        # a cut-off person comes back to the same room (their client rejoins it, or asks
+        # for the agent again); a new room is a new visit
+        if not isinstance(mark, dict) or mark.get("room") != self.room:
             return False
         last = max([float(mark.get("since", 0.0)), *_summary_times(memories)])
         return time.time() - last <= window_s
 
     async def set(self) -> None:
+        if self._removing is not None:
+            return  # they left while being greeted
         value = {"room": self.room, "since": time.time()}
         await self.cache.put(open_key(self.user_id), value, ttl=MARK_TTL_S, local=False)
 
     def on_close(self, event: CloseEvent) -> None:
-        """A session listener: only the person leaving is a goodbye."""
-        if event.reason == CloseReason.PARTICIPANT_DISCONNECTED:
-            self._goodbye = True
+        """A session listener: only the person leaving is a goodbye. The mark goes at once,
+        not after the job's last learning: they may be back in a new room within a second."""
+        if event.reason == CloseReason.PARTICIPANT_DISCONNECTED and self._removing is None:
+            self._removing = asyncio.create_task(
+                self.cache.invalidate(open_key(self.user_id)), name="conversation-closed"
+            )
 
     async def aclose(self) -> None:
-        if self._goodbye:
-            await self.cache.invalidate(open_key(self.user_id))
+        if self._removing is not None:
+            await self._removing
 
 
 def _summary_times(memories: Sequence[Memory]) -> list[float]:

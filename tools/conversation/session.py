@@ -150,10 +150,10 @@ class JobResources:
         for rendering in (self.phrases, self.greeting_audio):
             if rendering is not None:
                 await rendering.aclose()
-        if self.post_turn is not None:
-            await self.post_turn.aclose(deadline_s=3.0)
         if self.mark is not None:
             await self.mark.aclose()
+        if self.post_turn is not None:
+            await self.post_turn.aclose(deadline_s=3.0)
         opening = self._opening
         if opening.done() and not opening.cancelled() and opening.exception() is None:
             left = await opening.result().aclose(deadline_s=5.0)
