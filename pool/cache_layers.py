@@ -37,8 +37,7 @@ class SqliteLayer:
 
     @classmethod
     async def open(cls, path: str, meter: Meter) -> SqliteLayer:
-        file = await SqliteFile.open(path)
-        async with file.transaction() as db:
+        async with SqliteFile.opening(path) as file, file.transaction() as db:
             await db.execute(
                 "CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
                 "expires_at REAL NOT NULL)"

@@ -17,9 +17,13 @@ async def connect(path: str) -> aiosqlite.Connection:
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     db = await aiosqlite.connect(path, timeout=10.0)
-    await db.execute("PRAGMA journal_mode=WAL")
-    await db.execute("PRAGMA synchronous=FULL")
-    await db.execute("PRAGMA busy_timeout=10000")
+    try:
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.execute("PRAGMA busy_timeout=10000")
+    except BaseException:
+        db.stop()  # see SqliteFile.abandon
+        raise
     return db
 
 
@@ -40,6 +44,18 @@ class SqliteFile:
     @classmethod
     async def open(cls, path: str) -> SqliteFile:
         return cls(await connect(path))
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def opening(cls, path: str) -> AsyncIterator[SqliteFile]:
+        """The file, for the body to set up (its schema); closed again if that fails or is
+        cancelled."""
+        file = await cls.open(path)
+        try:
+            yield file
+        except BaseException:
+            file.abandon()
+            raise
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -62,5 +78,15 @@ class SqliteFile:
             yield self.db
 
     async def aclose(self) -> None:
-        async with self._turn:
-            await self.db.close()
+        try:
+            async with self._turn:
+                await self.db.close()
+        except BaseException:
+            self.abandon()
+            raise
+
+    def abandon(self) -> None:
+        """Close without waiting, so it happens even in a task being cancelled. aiosqlite's
+        connection thread is not a daemon: one left running keeps the process from exiting
+        (a worker told to stop while it opens its outbox would never exit)."""
+        self.db.stop()

@@ -95,8 +95,7 @@ class OutboxFile:
 
     @classmethod
     async def open(cls, path: str) -> OutboxFile:
-        file = await SqliteFile.open(path)
-        async with file.transaction() as db:
+        async with SqliteFile.opening(path) as file, file.transaction() as db:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     await db.execute(statement)

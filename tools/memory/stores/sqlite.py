@@ -95,9 +95,9 @@ class SqliteStore:
 
     @classmethod
     async def open(cls, path: str, meter: Meter) -> SqliteStore:
-        file = await SqliteFile.open(path)
-        await file.db.executescript(SCHEMA)
-        await file.db.commit()
+        async with SqliteFile.opening(path) as file:
+            await file.db.executescript(SCHEMA)
+            await file.db.commit()
         return cls(file, meter)
 
     async def apply(self, writes: Sequence[Write]) -> None:
