@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
+from collections.abc import Callable
 
 from aiohttp import web
 from dotenv import find_dotenv, load_dotenv
@@ -19,11 +19,11 @@ from dotenv import find_dotenv, load_dotenv
 from pool import ConfigError
 from tools.settings import Settings
 
-from . import processes
 from .livekit_server import API_KEY, API_SECRET, LiveKitServer, LiveKitUnavailableError
+from .redis_server import RedisUnavailableError
 from .web import LIVEKIT_CLIENT, RoomConfig, create_app
+from .worker_process import WorkerProcess
 
-ROOT = Path(__file__).resolve().parent.parent
 AGENT_NAME = "voice-room"
 
 
@@ -34,30 +34,45 @@ def _port(value: str) -> int:
     return port
 
 
-async def serve(host: str, port: int, config: RoomConfig, worker: subprocess.Popen[bytes]) -> int:
-    """The page, until Ctrl+C or the worker exits."""
-    runner = web.AppRunner(create_app(config), access_log=None)
-    await runner.setup()
+async def serve(
+    host: str, pages: list[tuple[int, RoomConfig]], workers: list[subprocess.Popen[bytes]]
+) -> int:
+    """The pages (a port and the LiveKit node each reaches), until Ctrl+C or a worker exits."""
+    runners = [web.AppRunner(create_app(config), access_log=None) for _, config in pages]
     try:
-        await web.TCPSite(runner, host, port).start()
-        print(
-            f"Open {config.page_url(host, port)}  "
-            f"(LiveKit at {config.livekit_url}; Ctrl+C stops all)"
-        )
+        for runner, (port, config) in zip(runners, pages, strict=True):
+            await runner.setup()
+            await web.TCPSite(runner, host, port).start()
+            print(
+                f"Open {config.page_url(host, port)}  "
+                f"(LiveKit at {config.livekit_url}; Ctrl+C stops all)",
+                flush=True,
+            )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        while not stop.is_set() and worker.poll() is None:
+        while not stop.is_set() and all(w.poll() is None for w in workers):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.5):
                     await stop.wait()
     finally:
-        await runner.cleanup()
-    if worker.poll() is not None:
-        print(f"room: the worker exited with code {worker.returncode}", file=sys.stderr)
-        return 1
+        for runner in runners:
+            await runner.cleanup()
+    for worker in workers:
+        if worker.poll() is not None:
+            print(f"room: a worker exited with code {worker.returncode}", file=sys.stderr)
+            return 1
     return 0
+
+
+def started(workers: list[WorkerProcess]) -> None:
+    """Wait until every worker registered with its LiveKit server."""
+    for worker in workers:
+        if not worker.wait_registered():
+            raise ConfigError(
+                "the worker did not register with the LiveKit server (its log is above)"
+            )
 
 
 def run(host: str, port: int) -> int:
@@ -69,24 +84,27 @@ def run(host: str, port: int) -> int:
         )
     agent_name = settings.agent_name or AGENT_NAME
     livekit = LiveKitServer().start()
-    worker: subprocess.Popen[bytes] | None = None
+    worker: WorkerProcess | None = None
     try:
-        env = {
-            **os.environ,
-            "LIVEKIT_URL": livekit.url,
-            "LIVEKIT_API_KEY": API_KEY,
-            "LIVEKIT_API_SECRET": API_SECRET,
-            "AGENT_NAME": agent_name,
-        }
-        worker = subprocess.Popen([sys.executable, "agent.py", "start"], cwd=ROOT, env=env)
+        worker = WorkerProcess(
+            {
+                "LIVEKIT_URL": livekit.url,
+                "LIVEKIT_API_KEY": API_KEY,
+                "LIVEKIT_API_SECRET": API_SECRET,
+                "AGENT_NAME": agent_name,
+            }
+        )
+        started([worker])
         config = RoomConfig(livekit.url, API_KEY, API_SECRET, agent_name=agent_name)
-        return asyncio.run(serve(host, port, config, worker))
+        return asyncio.run(serve(host, [(port, config)], [worker.process]))
     finally:
-        processes.stop(worker)
+        if worker is not None:
+            worker.stop()
         livekit.stop()
 
 
-def main() -> int:
+def launch(run: Callable[[str, int], int]) -> int:
+    """``run`` on ROOM_HOST and ROOM_PORT, with what stops it said in a sentence."""
     load_dotenv(find_dotenv(usecwd=True))
     host = os.environ.get("ROOM_HOST", "127.0.0.1")
     try:
@@ -96,12 +114,16 @@ def main() -> int:
         return 2
     try:
         return run(host, port)
-    except (ConfigError, LiveKitUnavailableError) as exc:
+    except (ConfigError, LiveKitUnavailableError, RedisUnavailableError) as exc:
         print(f"room: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"room: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return 2
+
+
+def main() -> int:
+    return launch(run)
 
 
 if __name__ == "__main__":

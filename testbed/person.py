@@ -62,9 +62,18 @@ class Heard:
 
 
 class Person:
-    def __init__(self, url: str, identity: str, room: str, *, agent: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        identity: str,
+        room: str,
+        *,
+        agent: str | None = None,
+        access_token: str | None = None,  # one a page gave, instead of one signed here
+    ) -> None:
         self.url = url
         self.agent = agent
+        self.access_token = access_token
         self.identity = identity
         self.room_name = room
         self.room = rtc.Room()
@@ -86,7 +95,10 @@ class Person:
         self.room.on("participant_connected", self._on_participant)
         self.room.on("participant_disconnected", self._on_left)
         self.room.register_text_stream_handler(TOPIC_TRANSCRIPTION, self._on_text)
-        await self.room.connect(self.url, token(self.identity, self.room_name, agent=self.agent))
+        await self.room.connect(
+            self.url,
+            self.access_token or token(self.identity, self.room_name, agent=self.agent),
+        )
         for participant in self.room.remote_participants.values():
             self._on_participant(participant)
         track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)

@@ -8,19 +8,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import asyncpg
+import psutil
 import pytest
 
 from room.livekit_server import LiveKitServer
+from room.ports import free_tcp_port
 from testbed.audio_io import speak_to_frames
 from testbed.openai_server import OpenAIServer
 from testbed.person import Person
-from testbed.worker import Worker
+from testbed.waiting import wait_until
+from testbed.worker import ROOT, Worker, agent_env
 from tests.support.rooms import (
+    KEY,
     four_people,
     greeted,
     job_pids,
@@ -142,3 +152,87 @@ async def test_either_node_serves_either_worker_and_memory_crosses_nodes(
         assert any(f'\\"value\\": \\"{who}\\"' in g for g in greetings), who
     for worker in workers:
         assert "Traceback" not in worker.output()
+
+
+def two_free_ports() -> int:
+    """A free port whose next one is free too: `make cluster` serves a page on each."""
+    for _ in range(100):
+        port = free_tcp_port()
+        if port >= 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two free ports in a row")
+
+
+async def test_make_cluster_serves_a_room_through_each_node_and_ctrl_c_stops_everything(
+    server: OpenAIServer, tmp_path: Path
+) -> None:
+    env = agent_env(
+        tmp_path,
+        OPENAI_BASE_URL=server.base_url,
+        OPENAI_API_KEY=KEY,
+        ROOM_PORT=str(two_free_ports()),
+        PYTHONPATH=str(ROOT),
+    )
+    cluster = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-m", "room.cluster"],
+        cwd=tmp_path,  # no .env of the checkout
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+
+    def drain() -> None:  # the workers log to the same pipe
+        assert cluster.stdout is not None
+        lines.extend(cluster.stdout)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    started: list[psutil.Process] = []
+    try:
+
+        def addresses() -> list[str]:
+            found = [line for line in lines if line.startswith("Open ")]
+            return found if len(found) == 2 else []
+
+        pages = await wait_until(addresses, 120, what="the two pages' addresses")
+        started = psutil.Process(cluster.pid).children(recursive=True)
+        nodes = {line.split("LiveKit at ")[1].split(";")[0] for line in pages}
+        assert len(nodes) == 2, pages
+        async with aiohttp.ClientSession() as http:
+            for line in pages:
+                origin, key = line.split()[1].split("/#key=")
+                async with http.post(
+                    f"{origin}/token",
+                    json={"name": "Ada"},
+                    headers={"X-Room-Key": key, "Origin": origin},
+                ) as response:
+                    assert response.status == 200, await response.text()
+                    given = await response.json()
+                assert given["url"] in nodes
+                async with Person(
+                    given["url"], "Ada", given["room"], access_token=given["token"]
+                ) as person:
+                    await greeted(person)
+        cluster.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(cluster.wait, 90) == 0
+    finally:
+        if cluster.poll() is None:
+            for process in [*started, psutil.Process(cluster.pid)]:
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
+            cluster.wait(10)
+        reader.join(10)
+        if cluster.stdout is not None:
+            cluster.stdout.close()
+    # Redis, both nodes and both workers (and their job processes) stopped with it
+    assert [p.pid for p in started if p.is_running() and p.status() != "zombie"] == []
+    assert "Traceback" not in "".join(lines)
