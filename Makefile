@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 # livekit-client for the room's page, pinned by room/package-lock.json
 NODE_MODULES := room/node_modules/.package-lock.json
 
-.PHONY: run room test check format bench bench-silence bench-load bench-turns bench-failover system-deps browser-deps livekit-server
+.PHONY: run room test check format bench bench-silence bench-load bench-turns bench-failover bench-sizing cluster system-deps browser-deps livekit-server
 
 run: $(INSTALLED) system-deps .env
 	$(PY) agent.py console --text
@@ -15,6 +15,10 @@ run: $(INSTALLED) system-deps .env
 # talk to it from a browser: the local LiveKit server, the worker and a web page, on loopback
 room: $(INSTALLED) system-deps livekit-server $(NODE_MODULES) .env
 	$(PY) -m room
+
+# the same past one LiveKit server: a Redis, two nodes sharing it, a worker on each, a page per node
+cluster: $(INSTALLED) system-deps livekit-server $(NODE_MODULES) .env
+	$(PY) -m room.cluster
 
 # the suite starts its own PostgreSQL, Redis and LiveKit servers on free loopback ports
 test: $(INSTALLED) system-deps browser-deps livekit-server $(NODE_MODULES)
@@ -41,6 +45,11 @@ bench-load: $(INSTALLED) system-deps livekit-server
 # this project beside livekit's defaults and a VAD-only agent, people at once (N = 1, 8)
 bench-turns: $(INSTALLED) system-deps livekit-server
 	$(PY) -m bench.turns
+
+# what one conversation costs each part of a fleet, on two LiveKit nodes with a worker each,
+# and the fleet for 1,000 and 100,000 conversations (uses bench-load's bench/load.json)
+bench-sizing: $(INSTALLED) system-deps livekit-server
+	$(PY) -m bench.sizing
 
 # PostgreSQL primary → replica and Redis master → replica (Sentinel), killed for real
 bench-failover: $(INSTALLED) system-deps

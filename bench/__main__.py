@@ -8,14 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
-import os
-import shutil
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,48 +19,7 @@ from .provenance import stamp
 from .readme import replace_section
 from .report import chart, table
 from .rig import start_rig
-
-
-@contextlib.contextmanager
-def postgres() -> Iterator[str]:
-    """TEST_DATABASE_URL, or a throwaway server for the length of the figure."""
-    given = os.environ.get("TEST_DATABASE_URL")
-    if given:
-        yield given
-        return
-    from testbed.postgres import PostgresServer
-
-    with PostgresServer() as server:
-        yield server.dsn
-
-
-@contextlib.contextmanager
-def redis() -> Iterator[str | None]:
-    """TEST_REDIS_URL, or a throwaway redis-server for the length of the figure (None when
-    there is no redis-server: the Redis case is then left out, with a note)."""
-    given = os.environ.get("TEST_REDIS_URL")
-    if given:
-        yield given
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        yield None
-        return
-    from room import processes
-    from room.ports import free_tcp_port, wait_for_port
-
-    port = free_tcp_port()
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        if not wait_for_port(port, 10):
-            raise RuntimeError("redis-server did not start")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        processes.stop(server)
+from .services import postgres, redis
 
 
 def main() -> None:

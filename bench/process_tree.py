@@ -16,6 +16,8 @@ class ProcessTree:
     peak_pss_mb: float = 0.0
     peak_processes: int = 0  # job processes, the worker itself not counted
     cpu_s: dict[int, tuple[float, float]] = field(default_factory=dict)  # pid: (first, last)
+    peak_pss_mb_of: dict[int, float] = field(default_factory=dict)  # pid: its own peak
+    peak_uss_mb_of: dict[int, float] = field(default_factory=dict)
 
     def sample(self) -> None:
         try:
@@ -30,6 +32,10 @@ class ProcessTree:
                 rss += memory.rss
                 uss += memory.uss
                 pss += memory.pss
+                mine = self.peak_pss_mb_of.get(process.pid, 0.0)
+                self.peak_pss_mb_of[process.pid] = max(mine, memory.pss / 2**20)
+                mine = self.peak_uss_mb_of.get(process.pid, 0.0)
+                self.peak_uss_mb_of[process.pid] = max(mine, memory.uss / 2**20)
                 times = process.cpu_times()
                 used = times.user + times.system
                 first = self.cpu_s.get(process.pid, (used, used))[0]

@@ -28,14 +28,15 @@ def publish(
     out: Path,
     *,
     table: Callable[[dict[str, Any]], str],
-    chart: Callable[[dict[str, Any], Path], None],
+    chart: Callable[[dict[str, Any], Path], None] | None,
     quick: bool,
 ) -> None:
     """``name``.json and ``name``.png in ``out``, the table printed, and (a full run into
     bench/) written into the README's section."""
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
-    chart(results, out / f"{name}.png")
+    if chart is not None:
+        chart(results, out / f"{name}.png")
     text = table(results)
     print(text)
     if out.resolve() == HERE and not quick:

@@ -98,3 +98,35 @@ def test_a_quick_load_bench_measures_both_agents_side_by_side(
     assert [r["n"] for r in results["ratios"]] == [1, 2]
     assert (tmp_path / "load.png").stat().st_size > 10_000
     assert "| N | pooled/plain reply p50 |" in result.stdout
+
+
+@pytest.mark.postgres
+def test_a_quick_sizing_bench_counts_what_a_turn_costs_each_service(
+    tmp_path: Path, livekit: object, pg_admin_dsn: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.sizing", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "TEST_DATABASE_URL": pg_admin_dsn},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "sizing.json").read_text())
+    talk = results["talk"]
+    assert (talk["served"], talk["turns"], talk["turns_failed"]) == (2, 2, 0)
+    turn = talk["per_turn"]
+    # each turn asked the provider, and memory went to PostgreSQL and greetings to Redis
+    assert turn["ai_requests"]["/v1/chat/completions"] >= 1 and turn["ai_connections"] > 0
+    assert turn["pg_transactions"] > 0 and turn["pg_rows_written"] > 0
+    assert turn["cache_commands"] > 0 and talk["peak"]["pg_backends"] >= 2
+    assert talk["routing_commands_per_conversation_s"] > 0
+    assert talk["worker_cores_per_conversation"] > 0
+    assert set(results["redis_capacity_per_s"]) == {"get", "set"}
+    fleet = results["fleet"]
+    assert [s["conversations"] for s in fleet["sized"]] == [1_000, 100_000]
+    small, large = fleet["sized"]
+    assert 0 < small["worker_machines"] < large["worker_machines"]
+    assert len(fleet["limits"]) == 6
+    assert "| limit | reached at conversations |" in result.stdout
