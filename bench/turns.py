@@ -198,7 +198,7 @@ async def measure(worker: Worker, ai: AIEndpoint, n: int, speech: list[Spoken]) 
     idle_uss, idle_pss = tree.peak_uss_mb, tree.peak_pss_mb
 
     def replies() -> int:
-        return int(ai.counters()["chat"].get("reply"))
+        return int(ai.counters()["chat"].get("reply", 0))
 
     replies_before = replies()
     started = time.perf_counter()

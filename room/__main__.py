@@ -75,14 +75,19 @@ def started(workers: list[WorkerProcess]) -> None:
             )
 
 
-def run(host: str, port: int) -> int:
+def agent_for_pages(command: str) -> str:
+    """The name the pages dispatch, once what they and the worker need is there."""
     settings = Settings.from_env()
     settings.require_openai()
     if not LIVEKIT_CLIENT.exists():
         raise ConfigError(
-            "livekit-client is not installed: run `npm ci` in room/ (make room does)."
+            f"livekit-client is not installed: run `npm ci` in room/ ({command} does)."
         )
-    agent_name = settings.agent_name or AGENT_NAME
+    return settings.agent_name or AGENT_NAME
+
+
+def run(host: str, port: int) -> int:
+    agent_name = agent_for_pages("make room")
     livekit = LiveKitServer().start()
     worker: WorkerProcess | None = None
     try:

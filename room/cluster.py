@@ -18,25 +18,18 @@ import sys
 from urllib.parse import urlsplit
 
 from pool import ConfigError
-from tools.settings import Settings
 
-from .__main__ import AGENT_NAME, launch, serve, started
+from .__main__ import agent_for_pages, launch, serve, started
 from .livekit_server import API_KEY, API_SECRET, LiveKitServer
 from .redis_server import throwaway_redis
-from .web import LIVEKIT_CLIENT, RoomConfig
+from .web import RoomConfig
 from .worker_process import WorkerProcess
 
 
 def run(host: str, port: int) -> int:
-    settings = Settings.from_env()
-    settings.require_openai()
-    if not LIVEKIT_CLIENT.exists():
-        raise ConfigError(
-            "livekit-client is not installed: run `npm ci` in room/ (make cluster does)."
-        )
+    agent_name = agent_for_pages("make cluster")
     if port + 1 > 65535:
         raise ConfigError(f"ROOM_PORT {port} leaves no port for node B's page ({port + 1}).")
-    agent_name = settings.agent_name or AGENT_NAME
     with throwaway_redis() as redis_url:
         # the nodes' routing in database 1, the greeting cache in 0
         routing = urlsplit(redis_url).netloc + "/1"
