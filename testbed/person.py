@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from livekit import api, rtc
@@ -88,6 +90,7 @@ class Person:
         self._queue: asyncio.Queue[list[rtc.AudioFrame]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._mic_track_sid: str | None = None
+        self._mic: asyncio.Task[None] | None = None
 
     async def join(self) -> Person:
         self.room.on("track_subscribed", self._on_track)
@@ -106,7 +109,7 @@ class Person:
             track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         )
         self._mic_track_sid = publication.sid
-        self._spawn(self._microphone())
+        self._mic = self._spawn(self._microphone())
         return self
 
     async def leave(self) -> None:
@@ -132,9 +135,14 @@ class Person:
 
     async def say_and_wait(self, frames: list[rtc.AudioFrame]) -> float:
         """Speak and return when the last frame went out (the end of speech)."""
+        mic = self._mic
+        assert mic is not None, "join the room first"
         count = len(self.speech_ended_at)
         self.say(frames)
-        await self.until(lambda: len(self.speech_ended_at) > count, 60, "speaking")
+        await self.until(lambda: len(self.speech_ended_at) > count or mic.done(), 60, "speaking")
+        if mic.done():  # say so at once, not as a minute of silence
+            error = None if mic.cancelled() else mic.exception()
+            raise AssertionError(f"{self.identity}: the microphone stopped: {error!r}")
         ended = self.speech_ended_at[-1]
         await asyncio.sleep(max(ended - time.perf_counter(), 0))  # the last of it is heard
         return ended
@@ -224,10 +232,11 @@ class Person:
 
         self._spawn(read())
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- what a test asks ----------------------------------------------------------------
 
