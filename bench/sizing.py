@@ -83,36 +83,42 @@ def cluster(ai: AIEndpoint, workdir: Path) -> Iterator[Cluster]:
     with postgres() as admin_dsn, throwaway_redis() as cache_url, throwaway_redis() as routing:
         database = f"sizing_{uuid.uuid4().hex[:8]}"
         asyncio.run(admin(admin_dsn, f"CREATE DATABASE {database}"))
-        database_url = admin_dsn.rsplit("/", 1)[0] + f"/{database}"
-        shared = urlsplit(routing).netloc + "/0"
-        env = {
-            **ai.env(),
-            "OPENAI_API_KEY": KEY,
-            "AGENT_NAME": AGENT,
-            "MEMORY_BACKEND": "postgres",
-            "DATABASE_URL": database_url,
-            "REDIS_URL": cache_url,
-        }
-        for machine in ("machine-a", "machine-b"):
-            (workdir / machine).mkdir(parents=True)
-        with LiveKitServer(redis=shared) as a, LiveKitServer(redis=shared) as b:
-            workers = (
-                Worker(a, workdir / "machine-a", **env),
-                Worker(b, workdir / "machine-b", **env),
-            )
-            counters = RedisCounter(cache_url), RedisCounter(routing)
-            try:
-                for worker in workers:
-                    worker.start()
-                yield Cluster(
-                    ai, (a, b), workers, admin_dsn, cache_url, routing, database, *counters
-                )
-            finally:
-                for worker in workers:
-                    worker.terminate()
-                for counter in counters:
-                    counter.close()
-                asyncio.run(admin(admin_dsn, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+        try:
+            yield from _cluster(ai, workdir, admin_dsn, database, cache_url, routing)
+        finally:
+            asyncio.run(admin(admin_dsn, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+
+
+def _cluster(  # the nodes and workers on a database of their own
+    ai: AIEndpoint, workdir: Path, admin_dsn: str, database: str, cache_url: str, routing: str
+) -> Iterator[Cluster]:
+    database_url = admin_dsn.rsplit("/", 1)[0] + f"/{database}"
+    shared = urlsplit(routing).netloc + "/0"
+    env = {
+        **ai.env(),
+        "OPENAI_API_KEY": KEY,
+        "AGENT_NAME": AGENT,
+        "MEMORY_BACKEND": "postgres",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": cache_url,
+    }
+    for machine in ("machine-a", "machine-b"):
+        (workdir / machine).mkdir(parents=True)
+    with LiveKitServer(redis=shared) as a, LiveKitServer(redis=shared) as b:
+        workers = (
+            Worker(a, workdir / "machine-a", **env),
+            Worker(b, workdir / "machine-b", **env),
+        )
+        counters = RedisCounter(cache_url), RedisCounter(routing)
+        try:
+            for worker in workers:
+                worker.start()
+            yield Cluster(ai, (a, b), workers, admin_dsn, cache_url, routing, database, *counters)
+        finally:
+            for worker in workers:
+                worker.terminate()
+            for counter in counters:
+                counter.close()
 
 
 async def admin(admin_dsn: str, sql: str) -> None:
@@ -174,7 +180,9 @@ async def idle(c: Cluster, seconds: float) -> dict[str, Any]:
     }
 
 
-async def talk(c: Cluster, n: int, speech: list[list[Any]], turns: int) -> dict[str, Any]:
+async def talk(
+    c: Cluster, n: int, speech: list[list[Any]], turns: int, routing_idle_per_s: float
+) -> dict[str, Any]:
     trees = c.trees()
     warm = job_pids(c.workers)
     before = await c.counts()
@@ -201,7 +209,12 @@ async def talk(c: Cluster, n: int, speech: list[list[Any]], turns: int) -> dict[
     talked = time.perf_counter() - began
     await asyncio.sleep(SETTLE_S)  # the last learning lands, the backends report
     spent = difference(await c.counts(), before)
+    elapsed = time.perf_counter() - began
     turns_done = sum(len(h.waits) for h in heard)
+    if not turns_done:
+        raise SystemExit("bench.sizing: no turn was answered; the workers' logs say why")
+    # what the nodes send to their Redis with nobody in them is theirs, not a conversation's
+    routing = spent["routing"].commands - routing_idle_per_s * elapsed
     worker_cpu = sum(t.cpu_s_used() for t in trees[:2])
     node_cpu = sum(t.cpu_s_used() for t in trees[2:])
     pg, cache = spent["pg"], spent["cache"]
@@ -239,7 +252,7 @@ async def talk(c: Cluster, n: int, speech: list[list[Any]], turns: int) -> dict[
         # CPU over the time people were in their rooms, per conversation
         "worker_cores_per_conversation": round(worker_cpu / sum(spans), 3),
         "node_cores_per_conversation": round(node_cpu / sum(spans), 4),
-        "routing_commands_per_conversation_s": round(spent["routing"].commands / sum(spans), 2),
+        "routing_commands_per_conversation_s": round(max(routing, 0) / sum(spans), 2),
     }
 
 
@@ -269,7 +282,9 @@ async def measure(c: Cluster, n: int, turns: int, idle_s: float) -> dict[str, An
     # its statistics reported, so the idle window counts only the idle cluster
     await asyncio.gather(*(conversation(w, speech, 1, 0.0) for w in c.workers))
     await asyncio.sleep(SETTLE_S)
-    return {"idle": await idle(c, idle_s), "talk": await talk(c, n, speech, turns)}
+    quiet = await idle(c, idle_s)
+    busy = await talk(c, n, speech, turns, quiet["routing_commands_per_s"])
+    return {"idle": quiet, "talk": busy}
 
 
 def main() -> None:

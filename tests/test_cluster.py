@@ -226,6 +226,9 @@ async def test_make_cluster_serves_a_room_through_each_node_and_ctrl_c_stops_eve
         assert await asyncio.to_thread(cluster.wait, 90) == 0
     finally:
         if cluster.poll() is None:
+            # whatever it started by then, even if the test failed before it printed
+            with contextlib.suppress(psutil.Error):
+                started = [*started, *psutil.Process(cluster.pid).children(recursive=True)]
             for process in [*started, psutil.Process(cluster.pid)]:
                 with contextlib.suppress(psutil.Error):
                     process.kill()
