@@ -42,6 +42,7 @@ from tools.conversation import (
     build_session,
     follow_turns,
     forget_greeting,
+    identity_user,
     join_continuation,
     memory_user,
     register_pool_panel,
@@ -51,6 +52,7 @@ from tools.conversation import (
     voice_id,
     wait_for_person,
 )
+from tools.dispatch import expected_person
 from tools.memory import (
     PROMPT_TOKENS,
     Category,
@@ -256,29 +258,36 @@ def prewarm(proc: JobProcess) -> None:
 async def entrypoint(ctx: JobContext) -> None:
     settings: Settings = ctx.proc.userdata.get("settings") or Settings.from_env()
     ctx.log_context_fields = {"room": ctx.room.name}
-    # the memory store opens while the room connects
+    # the memory store opens and the room connects at once
     job = JobResources(settings)
     ctx.add_shutdown_callback(job.aclose)
+    connecting = asyncio.ensure_future(ctx.connect())
 
-    await ctx.connect()
-    memory = await job.memory()
     in_console = ctx.is_fake_job()
+    expected = None if in_console else expected_person(ctx.job.metadata)
     if in_console:  # one person, named by USER_ID
         user_id = identity = settings.user_id
+    elif expected is not None:
+        # the dispatch named them: their memories and greeting load while the room connects,
+        # and the session starts before they are in (they are checked when they are)
+        user_id, identity = identity_user(expected), expected
     else:
+        await connecting
         person = await wait_for_person(ctx, settings.participant_wait_s)
         if person is None:
             ctx.shutdown(reason="no participant joined")
             return
         user_id, identity = memory_user(person), person.identity
-        register_pool_panel(ctx.room, identity, lambda: stats_report(job.pool, memory.outbox))
     ctx.log_context_fields = {"room": ctx.room.name, "user": user_id}
 
+    memory = await job.memory()
     phrases = job.phrases = ctx.proc.userdata.get("phrases") or loaded_phrases(settings)
     assistant = await prepare_assistant(memory, user_id, phrases=phrases)
     job.mark = None if in_console else ConversationMark(job.pool.cache, user_id, ctx.room.name)
-    opening = await Opening.begin(job.pool, job.mark, user_id, assistant.memories, settings)
     voice = voice_id(settings)
+    opening = job.opening = await Opening.begin(
+        job.pool, job.mark, user_id, assistant.memories, settings, voice=voice
+    )
     memory.on_change(
         lambda user, categories: forget_greeting(job.pool, user, categories, voice=voice)
     )
@@ -289,14 +298,13 @@ async def entrypoint(ctx: JobContext) -> None:
     session = await build_session(job.pool, settings, userdata, ctx.proc.userdata.get("vad"))
     follow_turns(session, job.post_turn)
     speak_up_on_errors(session, phrases)
-    if not in_console:
-        tell_reply_waits(session, ctx.room, identity)
     if session.tts is not None:
         phrases.prepare_in_background(session.tts)  # rendered once per machine and voice
     # the job ends with its conversation: the person left, or the session failed for good
     if job.mark is not None:
         session.on("close", job.mark.on_close)
     session.on("close", lambda _: ctx.shutdown(reason="session closed"))
+    await connecting  # livekit's room IO needs the room connected when it starts
     await session.start(
         agent=assistant,
         room=ctx.room,
@@ -304,20 +312,36 @@ async def entrypoint(ctx: JobContext) -> None:
         room_options=room_io.RoomOptions(participant_identity=identity),
     )
     gc.freeze()  # what the session built lives as long as it: out of the collector's way
+    if expected is not None and not await expected_person_joined(ctx, settings, expected, user_id):
+        return
+    if not in_console:
+        register_pool_panel(ctx.room, identity, lambda: stats_report(job.pool, memory.outbox))
+        tell_reply_waits(session, ctx.room, identity)
 
     words, job.greeting_audio = await opening.say(
-        session,
-        job.pool.cache,
-        phrases,
-        voice=voice,
-        user_id=user_id,
-        deadline_s=settings.greeting_deadline_s,
+        session, phrases, deadline_s=settings.greeting_deadline_s
     )
     job.warm()  # for the first user turn, now that the first words are on their way
     if job.mark is not None:
         await job.mark.set()  # until their goodbye, a lost machine means a cut-off
     if in_console:
         show_agent_words(words)  # livekit's text console prints only replies to typed words
+
+
+async def expected_person_joined(
+    ctx: JobContext, settings: Settings, identity: str, user_id: str
+) -> bool:
+    """Whether the person the dispatch named came, as the memory user whose session was
+    started; if not, the job ends."""
+    person = await wait_for_person(ctx, settings.participant_wait_s, identity=identity)
+    if person is None:
+        ctx.shutdown(reason="no participant joined")
+        return False
+    if memory_user(person) != user_id:  # a caller is their number, not the named identity
+        logger.warning("the person who joined is not the memory user the dispatch named")
+        ctx.shutdown(reason="not the person the dispatch named")
+        return False
+    return True
 
 
 async def prepare_assistant(

@@ -13,6 +13,8 @@ from pathlib import Path
 from aiohttp import web
 from livekit import api
 
+from tools.dispatch import dispatch_metadata
+
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
 LIVEKIT_CLIENT = HERE / "node_modules" / "livekit-client" / "dist" / "livekit-client.esm.mjs"
@@ -52,7 +54,14 @@ def access_token(config: RoomConfig, name: str, room: str) -> str:
     )
     if config.agent_name:
         token = token.with_room_config(
-            api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=config.agent_name)])
+            api.RoomConfiguration(
+                agents=[
+                    # naming the person: the agent loads their memories while it connects
+                    api.RoomAgentDispatch(
+                        agent_name=config.agent_name, metadata=dispatch_metadata(name)
+                    )
+                ]
+            )
         )
     return token.to_jwt()
 

@@ -21,6 +21,7 @@ from livekit.agents.types import (
 )
 
 from room.livekit_server import API_KEY, API_SECRET
+from tools.dispatch import dispatch_metadata
 
 from .audio_io import SAMPLE_RATE, silence
 from .waiting import wait_until
@@ -29,8 +30,9 @@ from .waiting import wait_until
 SOUND_RMS = 200.0
 
 
-def token(identity: str, room: str, *, agent: str | None = None) -> str:
-    """A join token; ``agent`` dispatches that agent to the room when it is created."""
+def token(identity: str, room: str, *, agent: str | None = None, named: str | None = "") -> str:
+    """A join token, as the room page signs one: ``agent`` dispatches that agent to the room
+    when it is created, naming the person it is for (``named``: someone else; None: nobody)."""
     grant = (
         api.AccessToken(API_KEY, API_SECRET)
         .with_identity(identity)
@@ -38,8 +40,12 @@ def token(identity: str, room: str, *, agent: str | None = None) -> str:
         .with_grants(api.VideoGrants(room_join=True, room=room))
     )
     if agent:
+        person = identity if named == "" else named
+        metadata = dispatch_metadata(person) if person is not None else ""
         grant = grant.with_room_config(
-            api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=agent)])
+            api.RoomConfiguration(
+                agents=[api.RoomAgentDispatch(agent_name=agent, metadata=metadata)]
+            )
         )
     return grant.to_jwt()
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from livekit import rtc
 from livekit.rtc._proto import participant_pb2
 
-from tools.conversation import SERVED_KINDS, memory_user
+from tools.conversation import SERVED_KINDS, identity_user, memory_user
+from tools.dispatch import dispatch_metadata, expected_person
 
 STANDARD = rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
 SIP = rtc.ParticipantKind.PARTICIPANT_KIND_SIP
@@ -37,3 +38,16 @@ def test_one_text_in_two_unicode_spellings_is_one_person_but_case_makes_two() ->
 
 def test_people_and_callers_are_served_and_nothing_else() -> None:
     assert set(SERVED_KINDS) == {STANDARD, SIP}
+
+
+def test_the_person_a_dispatch_names_is_the_memory_user_they_are_when_they_join() -> None:
+    decomposed = "Jose\u0301"  # as some keyboards type "José"
+    named = expected_person(dispatch_metadata(decomposed))
+    assert named == decomposed
+    assert identity_user(named) == memory_user(participant(decomposed))
+
+
+def test_a_dispatch_without_the_person_names_nobody() -> None:
+    # another issuer's metadata, or none, is not a person to load memories for
+    for metadata in ("", "not json", "[]", '{"person": ""}', '{"person": 7}', '{"user": "ada"}'):
+        assert expected_person(metadata) is None

@@ -22,6 +22,7 @@ from testbed.openai_server import (
     last_user_text,
     system_text,
 )
+from testbed.person import Person
 from testbed.waiting import wait_until
 from testbed.worker import Worker, room_env
 from tests.support.rooms import (
@@ -33,27 +34,32 @@ from tests.support.rooms import (
     room,
     script_introductions,
 )
+from tools.dispatch import dispatch_metadata
 
 pytestmark = pytest.mark.slow
 
 
-async def dispatched_room(lk: api.LiveKitAPI, worker: Worker, *, empty_timeout: int) -> str:
+async def dispatched_room(
+    lk: api.LiveKitAPI, worker: Worker, *, empty_timeout: int, metadata: str = ""
+) -> str:
     """A new room nobody has joined, with the worker's agent dispatched to it."""
     name = room()
     await lk.room.create_room(api.CreateRoomRequest(name=name, empty_timeout=empty_timeout))
     await lk.agent_dispatch.create_dispatch(
-        api.CreateAgentDispatchRequest(agent_name=worker.agent_name, room=name)
+        api.CreateAgentDispatchRequest(agent_name=worker.agent_name, room=name, metadata=metadata)
     )
     return name
 
 
+@pytest.mark.parametrize("named", [None, "ada"], ids=["naming-nobody", "naming-a-person"])
 async def test_a_room_nobody_joins_ends_its_job(
-    livekit: LiveKitServer, openai_server: OpenAIServer, tmp_path: Path
+    livekit: LiveKitServer, openai_server: OpenAIServer, tmp_path: Path, named: str | None
 ) -> None:
     env = room_env(openai_server.base_url, OPENAI_API_KEY=KEY, PARTICIPANT_WAIT_S="2")
+    metadata = dispatch_metadata(named) if named else ""
     with Worker(livekit, tmp_path, **env) as worker:
         async with api.LiveKitAPI(livekit.http_url, API_KEY, API_SECRET) as lk:
-            name = await dispatched_room(lk, worker, empty_timeout=30)
+            name = await dispatched_room(lk, worker, empty_timeout=30, metadata=metadata)
             worker.wait_for(f"nobody joined room {name} within 2 s", 30)
 
             # the job process leaves the room and is done
@@ -62,6 +68,25 @@ async def test_a_room_nobody_joins_ends_its_job(
                 return not (await lk.room.list_participants(request)).participants
 
             await wait_until(left, 20, what="the job to leave the room", every_s=0.2)
+        assert "Traceback" not in worker.output()
+
+
+async def test_a_dispatch_naming_someone_else_never_serves_the_person_who_joins(
+    livekit: LiveKitServer, openai_server: OpenAIServer, tmp_path: Path
+) -> None:
+    """The job loads the named person's memories before anyone is in: whoever joins instead
+    is neither greeted nor heard as them, and the job ends when the named person never
+    comes."""
+    env = room_env(openai_server.base_url, OPENAI_API_KEY=KEY, PARTICIPANT_WAIT_S="3")
+    with Worker(livekit, tmp_path, **env) as worker:
+        async with api.LiveKitAPI(livekit.http_url, API_KEY, API_SECRET) as lk:
+            name = await dispatched_room(
+                lk, worker, empty_timeout=30, metadata=dispatch_metadata("ada")
+            )
+            async with Person(livekit.url, "bob", name) as bob:
+                worker.wait_for(f"nobody joined room {name} within 3 s", 30)
+                await asyncio.wait_for(bob.agent_left.wait(), 20)
+                assert bob.said_by_agent() == [] and not bob.heard.sound_starts
         assert "Traceback" not in worker.output()
 
 

@@ -18,7 +18,7 @@ import pytest
 from room.livekit_server import LiveKitServer
 from testbed.audio_io import FRAME_MS, silence, speak_to_frames
 from testbed.openai_server import OpenAIServer, Rule, has_tool_result, last_user_text, system_text
-from testbed.person import Person
+from testbed.person import Person, token
 from testbed.recognizer import Recognizer
 from testbed.worker import Worker, room_env
 from tests.support.rooms import KEY, greeted, room
@@ -202,6 +202,14 @@ async def test_a_returning_persons_greeting_plays_from_audio_and_is_rebuilt_when
             await greeted(ada)
         return ada
 
+    async def visit_unnamed() -> Person:
+        """Dispatched without naming anyone: the job learns who it is for when they join."""
+        name = room()
+        unnamed = token("ada", name, agent=turn_worker.agent_name, named=None)
+        async with Person(turn_worker.livekit.url, "ada", name, access_token=unnamed) as ada:
+            await greeted(ada)
+        return ada
+
     first = await visit()
     assert first.said_by_agent()[0] == "Welcome back, Ada."
     # said through the TTS, and rendered once more for the next visit
@@ -211,6 +219,10 @@ async def test_a_returning_persons_greeting_plays_from_audio_and_is_rebuilt_when
     assert second.said_by_agent()[0] == "Welcome back, Ada."
     assert second.heard.sound_s >= 0.2 and second.heard.peak_rms > 1000
     assert greetings_spoken("Welcome back, Ada.") == 2  # no TTS call this time
+    unnamed = await visit_unnamed()
+    assert unnamed.said_by_agent()[0] == "Welcome back, Ada."
+    assert unnamed.heard.peak_rms > 1000
+    assert greetings_spoken("Welcome back, Ada.") == 2
 
     # what the greeting is built from changes: text and audio are rebuilt
     heard.script(

@@ -18,7 +18,13 @@ from .greeting_audio import GreetingAudio, say_greeting
 from .learning import SUMMARY_KEY, PostTurnWorker, follow_turns, parse_facts
 from .opening import Opening
 from .parallel import CallResult, parallel_ai_calls
-from .person import SERVED_KINDS, memory_user, register_pool_panel, wait_for_person
+from .person import (
+    SERVED_KINDS,
+    identity_user,
+    memory_user,
+    register_pool_panel,
+    wait_for_person,
+)
 from .phrases import (
     PHRASES,
     PhraseKey,
@@ -74,6 +80,7 @@ __all__ = [
     "forget_greeting",
     "greeting_for",
     "greeting_key",
+    "identity_user",
     "join_continuation",
     "memory_user",
     "parallel_ai_calls",

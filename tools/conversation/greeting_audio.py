@@ -79,20 +79,22 @@ class GreetingAudio:
         await cancel_and_wait([self._rendering])
 
 
-async def say_greeting(
-    session: AgentSession[Any], cache: Cache, voice: str, user_id: str, words: str
-) -> GreetingAudio:
-    """A returning person's greeting: from its audio when this voice said it before (no TTS
-    round trip), else through the TTS, and kept as audio for the next visit."""
-    audio = GreetingAudio(cache, voice)
-    frames = await audio.frames(user_id, words)
+def say_greeting(
+    session: AgentSession[Any],
+    audio: GreetingAudio,
+    user_id: str,
+    words: str,
+    frames: list[rtc.AudioFrame] | None,
+) -> None:
+    """A returning person's greeting: from ``frames``, its stored audio, when this voice said
+    it before (no TTS round trip), else through the TTS, and kept as audio for the next
+    visit."""
     if frames is not None:
         session.say(words, audio=play(frames))
     else:
         session.say(words)
         if session.tts is not None:
             audio.render_later(user_id, words, session.tts)
-    return audio
 
 
 async def forget_greeting_audio(cache: Cache, user_id: str, voice: str) -> None:

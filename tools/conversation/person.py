@@ -23,13 +23,16 @@ SERVED_KINDS = [
 SIP_CALLER_NUMBER = "sip.phoneNumber"
 
 
-async def wait_for_person(ctx: JobContext, timeout_s: float) -> rtc.RemoteParticipant | None:
-    """The person this job is for: the first one in the room (livekit's own wait has no
-    timeout, and a room nobody joins must not hold a job process forever). ``None`` when
-    nobody came: the wait ran out, or the room closed because the caller hung up first."""
+async def wait_for_person(
+    ctx: JobContext, timeout_s: float, *, identity: str | None = None
+) -> rtc.RemoteParticipant | None:
+    """The person this job is for: ``identity``, or else the first one in the room (livekit's
+    own wait has no timeout, and a room nobody joins must not hold a job process forever).
+    ``None`` when nobody came: the wait ran out, or the room closed because the caller hung
+    up first."""
     try:
         async with asyncio.timeout(timeout_s):
-            return await ctx.wait_for_participant(kind=SERVED_KINDS)
+            return await ctx.wait_for_participant(identity=identity, kind=SERVED_KINDS)
     except TimeoutError:
         logger.info("nobody joined room %s within %.0f s; ending the job", ctx.room.name, timeout_s)
         return None
@@ -50,7 +53,12 @@ def memory_user(person: rtc.RemoteParticipant) -> str:
         number = person.attributes.get(SIP_CALLER_NUMBER, "").strip()
         if number:
             return unicodedata.normalize("NFC", f"tel:{number}")
-    return unicodedata.normalize("NFC", person.identity)
+    return identity_user(person.identity)
+
+
+def identity_user(identity: str) -> str:
+    """The memory user of a participant who is not a caller."""
+    return unicodedata.normalize("NFC", identity)
 
 
 def register_pool_panel(room: rtc.Room, person: str, report: Callable[[], Awaitable[str]]) -> None:

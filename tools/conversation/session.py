@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ..settings import Settings
     from .greeting_audio import GreetingAudio
     from .learning import PostTurnWorker
+    from .opening import Opening
     from .phrases import Phrases
     from .resume import ConversationMark
 
@@ -133,6 +134,7 @@ class JobResources:
         self.post_turn: PostTurnWorker | None = None
         self.phrases: Phrases | None = None
         self.greeting_audio: GreetingAudio | None = None
+        self.opening: Opening | None = None
         self.mark: ConversationMark | None = None
 
     def warm(self) -> None:
@@ -147,6 +149,8 @@ class JobResources:
         """livekit has closed the session by now (GracefulSession lets its reply in flight
         finish), so nothing uses the clients: learn from the last exchange, flush the writes,
         then close the pool."""
+        if self.opening is not None:
+            await self.opening.aclose()
         for rendering in (self.phrases, self.greeting_audio):
             if rendering is not None:
                 await rendering.aclose()
