@@ -28,14 +28,15 @@ def table(results: dict[str, Any]) -> str:
                 )
     lines += [
         "",
-        "| agent | N | LLM calls per utterance | CPU s per conversation-minute "
+        "| agent | N | greeted | LLM calls per utterance | CPU s per conversation-minute "
         "| USS / PSS per conversation | returning person's greeting | new person's |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, agent in results["agents"].items():
         for row in agent["rows"]:
             lines.append(
-                f"| {name} | {row['n']} | {row['llm_calls_per_turn']} | "
+                f"| {name} | {row['n']} | {row.get('greeted', '?')}/{row['n']} | "
+                f"{row['llm_calls_per_turn']} | "
                 f"{row['cpu_s_per_conversation_minute']} | "
                 f"{row['uss_mb_per_conversation']} / {row['pss_mb_per_conversation']} MB | "
                 f"{agent['returning_greeting_ms']} ms | {agent['new_person_greeting_ms']} ms |"
