@@ -35,7 +35,7 @@ def table(results: dict[str, Any]) -> str:
     for name, agent in results["agents"].items():
         for row in agent["rows"]:
             lines.append(
-                f"| {name} | {row['n']} | {row.get('greeted', '?')}/{row['n']} | "
+                f"| {name} | {row['n']} | {row['greeted']}/{row['n']} | "
                 f"{row['llm_calls_per_turn']} | "
                 f"{row['cpu_s_per_conversation_minute']} | "
                 f"{row['uss_mb_per_conversation']} / {row['pss_mb_per_conversation']} MB | "

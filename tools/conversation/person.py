@@ -34,7 +34,11 @@ async def wait_for_person(
         async with asyncio.timeout(timeout_s):
             return await ctx.wait_for_participant(identity=identity, kind=SERVED_KINDS)
     except TimeoutError:
-        logger.info("nobody joined room %s within %.0f s; ending the job", ctx.room.name, timeout_s)
+        # someone else may be in the room: the job was for the person its dispatch named
+        who = "nobody" if identity is None else "the person the dispatch named never"
+        logger.info(
+            "%s joined room %s within %.0f s; ending the job", who, ctx.room.name, timeout_s
+        )
         return None
     except RuntimeError:
         if ctx.room.isconnected():
