@@ -66,7 +66,7 @@ from tools.memory import (
     save_memory,
 )
 from tools.pool_tools import cleanup_report, stats_report
-from tools.providers import import_plugin, uses_google
+from tools.providers import build_tts, import_plugin, uses_google
 from tools.settings import Settings
 from tools.worker import (
     ConversationServer,
@@ -299,7 +299,8 @@ async def entrypoint(ctx: JobContext) -> None:
     follow_turns(session, job.post_turn)
     speak_up_on_errors(session, phrases)
     if session.tts is not None:
-        phrases.prepare_in_background(session.tts)  # rendered once per machine and voice
+        # once per machine and voice
+        phrases.prepare_in_background(lambda: build_tts(job.pool, settings))
     # the job ends with its conversation: the person left, or the session failed for good
     if job.mark is not None:
         session.on("close", job.mark.on_close)

@@ -73,9 +73,12 @@ def openai_server() -> Iterator[OpenAIServer]:
 
 
 @pytest.fixture
-def server(openai_server: OpenAIServer) -> OpenAIServer:
+def server(openai_server: OpenAIServer) -> Iterator[OpenAIServer]:
+    """The shared OpenAI double, clean for this test; what the test scripts ends with it,
+    so a test that uses ``openai_server`` as it stands never inherits a fault."""
     openai_server.reset()
-    return openai_server
+    yield openai_server
+    openai_server.reset()
 
 
 @pytest.fixture

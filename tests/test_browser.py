@@ -162,11 +162,11 @@ async def until(page: Any, expression: str, timeout_s: float, what: str) -> Any:
 
 
 async def test_a_conversation_in_the_browser_with_the_pool_panel(
-    stack: tuple[Worker, Page], browser: Any, openai_server: OpenAIServer, tmp_path: Path
+    stack: tuple[Worker, Page], browser: Any, server: OpenAIServer, tmp_path: Path
 ) -> None:
     worker, web_page = stack
-    openai_server.transcripts.extend(["my name is Ada", "how are your connections doing"])
-    openai_server.script(
+    server.transcripts.extend(["my name is Ada", "how are your connections doing"])
+    server.script(
         Rule(text="Nice to meet you, Ada.", when=lambda b: "my name is Ada" in last_user_text(b)),
         Rule(text="They are all healthy.", when=lambda b: "connections" in last_user_text(b)),
     )

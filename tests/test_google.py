@@ -282,7 +282,7 @@ async def test_an_openai_voice_keeps_to_its_connection_limit_under_50_requests(
 
 async def test_in_a_room_google_hears_and_yandex_speaks_when_google_cannot(
     livekit: LiveKitServer,
-    openai_server: OpenAIServer,
+    server: OpenAIServer,
     google: GoogleDouble,
     yandex: YandexDouble,
     tmp_path: Path,
@@ -292,9 +292,7 @@ async def test_in_a_room_google_hears_and_yandex_speaks_when_google_cannot(
     unavailable, and the person hears SpeechKit."""
     google.fail("tts", Trouble(status=grpc.StatusCode.UNAVAILABLE))
     google.transcripts.append("what is the weather like today")
-    openai_server.script(
-        Rule(text="Heard by Google.", when=lambda b: "weather" in last_user_text(b))
-    )
+    server.script(Rule(text="Heard by Google.", when=lambda b: "weather" in last_user_text(b)))
     speechkit_entry = {
         "name": "yandex",
         "kind": "yandex",
@@ -304,7 +302,7 @@ async def test_in_a_room_google_hears_and_yandex_speaks_when_google_cannot(
     }
     google_entry = {"name": "google", "kind": "google", "base_url": google.url}
     env = room_env(
-        openai_server.base_url,
+        server.base_url,
         OPENAI_API_KEY="sk-room",
         YANDEX_KEY=KEY,
         STT_PROVIDERS=json.dumps([google_entry]),

@@ -27,6 +27,7 @@ from testbed.waiting import wait_until
 from testbed.worker import Worker, room_env
 from tests.support.rooms import (
     KEY,
+    dispatched_room,
     four_people,
     greeted,
     greeting_said,
@@ -37,18 +38,6 @@ from tests.support.rooms import (
 from tools.dispatch import dispatch_metadata
 
 pytestmark = pytest.mark.slow
-
-
-async def dispatched_room(
-    lk: api.LiveKitAPI, worker: Worker, *, empty_timeout: int, metadata: str = ""
-) -> str:
-    """A new room nobody has joined, with the worker's agent dispatched to it."""
-    name = room()
-    await lk.room.create_room(api.CreateRoomRequest(name=name, empty_timeout=empty_timeout))
-    await lk.agent_dispatch.create_dispatch(
-        api.CreateAgentDispatchRequest(agent_name=worker.agent_name, room=name, metadata=metadata)
-    )
-    return name
 
 
 @pytest.mark.parametrize("named", [None, "ada"], ids=["naming-nobody", "naming-a-person"])

@@ -9,8 +9,9 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from livekit import api
 
-from room.livekit_server import LiveKitServer
+from room.livekit_server import API_KEY, API_SECRET, LiveKitServer
 from testbed.audio_io import speak_to_frames
 from testbed.openai_server import (
     Fault,
@@ -21,11 +22,13 @@ from testbed.openai_server import (
 from testbed.worker import Worker, room_env
 from tests.support.rooms import (
     KEY,
+    dispatched_room,
     greeted,
     phrases_rendered,
     room,
 )
 from tools.conversation import PHRASES
+from tools.dispatch import dispatch_metadata
 
 pytestmark = pytest.mark.slow
 
@@ -123,3 +126,23 @@ async def test_with_the_tts_down_the_prerendered_apology_is_heard(
     assert server.count("/audio/speech") > speech_requests  # the TTS really was asked, and failed
     assert tia.heard.peak_rms > 1000
     assert "TTS failed for this turn; telling the person" in worker.output()
+
+
+async def test_a_phrase_the_tts_cannot_render_is_nobodys_failed_turn(
+    livekit: LiveKitServer, server: OpenAIServer, tmp_path: Path
+) -> None:
+    """The trouble phrases render in the background, and their TTS may fail after the session
+    has started: that is no turn of the person's, so nothing is said to the room for it."""
+    # every synthesis fails, late enough to land after session.start
+    server.script(Rule(path="/audio/speech", fault=Fault(status=401, delay_s=2.0), times=None))
+    env = room_env(server.base_url, OPENAI_API_KEY=KEY, PARTICIPANT_WAIT_S="8")
+    with Worker(livekit, tmp_path, **env) as worker:
+        async with api.LiveKitAPI(livekit.http_url, API_KEY, API_SECRET) as lk:
+            name = await dispatched_room(
+                lk, worker, empty_timeout=30, metadata=dispatch_metadata("ada")
+            )
+            worker.wait_for("could not render", 30)
+            worker.wait_for(f"never joined room {name}", 30)
+    output = worker.output()
+    assert "failed for this turn" not in output
+    assert "Traceback" not in output

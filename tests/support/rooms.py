@@ -7,6 +7,8 @@ import sqlite3
 import uuid
 from pathlib import Path
 
+from livekit import api
+
 from testbed.audio_io import speak_to_frames
 from testbed.openai_server import OpenAIServer, Rule, has_tool_result, last_user_text
 from testbed.person import Person
@@ -18,6 +20,18 @@ KEY = "marker-provider-key-Qx7Zr2"  # not sk-shaped: only the pool's own redacti
 
 def room() -> str:
     return f"room-{uuid.uuid4().hex[:8]}"
+
+
+async def dispatched_room(
+    lk: api.LiveKitAPI, worker: Worker, *, empty_timeout: int, metadata: str = ""
+) -> str:
+    """A new room nobody has joined, with the worker's agent dispatched to it."""
+    name = room()
+    await lk.room.create_room(api.CreateRoomRequest(name=name, empty_timeout=empty_timeout))
+    await lk.agent_dispatch.create_dispatch(
+        api.CreateAgentDispatchRequest(agent_name=worker.agent_name, room=name, metadata=metadata)
+    )
+    return name
 
 
 def job_lines(worker: Worker, room_name: str) -> list[dict[str, object]]:

@@ -16,7 +16,7 @@ import logging
 import os
 import tempfile
 import wave
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -96,10 +96,17 @@ class Phrases:
                 self.audio[key] = frames
                 await asyncio.to_thread(_write_wav, self._path(key), frames)
 
-    def prepare_in_background(self, voice: tts.TTS[Any]) -> None:
-        """:meth:`prepare` while the person is greeted; :meth:`aclose` stops it."""
+    def prepare_in_background(self, new_voice: Callable[[], Awaitable[tts.TTS[Any]]]) -> None:
+        """:meth:`prepare` while the person is greeted; :meth:`aclose` stops it.
+
+        ``new_voice`` makes a TTS no session holds: a session takes any failure of its own
+        TTS for a failed turn, apologises into the room and counts it towards closing."""
+
+        async def render() -> None:
+            await self.prepare(await new_voice())
+
         if self._rendering is None:
-            self._rendering = asyncio.create_task(self.prepare(voice), name="phrases")
+            self._rendering = asyncio.create_task(render(), name="phrases")
 
     async def aclose(self) -> None:
         await cancel_and_wait([self._rendering])
