@@ -33,20 +33,25 @@ def table(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, agent in results["agents"].items():
+        returning = f"{agent['returning_greeting_ms']} ms"
+        if "returning_greeting_from_page_ms" in agent:
+            returning += f"; from the room page {agent['returning_greeting_from_page_ms']} ms"
         for row in agent["rows"]:
             lines.append(
                 f"| {name} | {row['n']} | {row['greeted']}/{row['n']} | "
                 f"{row['llm_calls_per_turn']} | "
                 f"{row['cpu_s_per_conversation_minute']} | "
                 f"{row['uss_mb_per_conversation']} / {row['pss_mb_per_conversation']} MB | "
-                f"{agent['returning_greeting_ms']} ms | {agent['new_person_greeting_ms']} ms |"
+                f"{returning} | {agent['new_person_greeting_ms']} ms |"
             )
     goals = results["goals"]
     lines += [
         "",
         f"Complete questions at N = 1, this / VAD-only: {goals['complete_p50_vs_vad_only']}; "
         f"this / livekit's defaults: {goals['complete_p50_vs_livekit']}. A returning person's "
-        f"first audio, this / VAD-only: {goals['returning_greeting_vs_vad_only']}."
+        f"first audio, this / VAD-only: {goals['returning_greeting_vs_vad_only']} with the "
+        f"agent sent by the token, {goals['returning_greeting_from_page_vs_vad_only']} from "
+        "the room page."
         + (
             f" This agent's worst p95 at N = 8 / at N = 1: {goals['p95_at_most_people_vs_one']}."
             if "p95_at_most_people_vs_one" in goals

@@ -1,15 +1,17 @@
 """The web page of the local voice room: the page, its static files, livekit-client from
 ``node_modules``, and ``POST /token``, which signs a LiveKit access token on the server so
-the API secret never reaches the page."""
+the API secret never reaches the page, and sends the agent to the new room at once."""
 
 from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 from livekit import api
 
@@ -21,6 +23,9 @@ LIVEKIT_CLIENT = HERE / "node_modules" / "livekit-client" / "dist" / "livekit-cl
 # a person's name is their identity, and memory follows it: keep it printable and short
 NAME = re.compile(r"^[\w][\w .'-]{0,63}$")
 TOKEN_TTL = timedelta(hours=2)
+# a room whose person never arrives closes after this; the agent in it gives up sooner
+# (PARTICIPANT_WAIT_S)
+ROOM_EMPTY_TIMEOUT_S = 120
 
 
 KEY_HEADER = "X-Room-Key"
@@ -40,30 +45,41 @@ class RoomConfig:
         # in the fragment, which the browser never sends on, so no log or Referer has it
         return f"http://{host}:{port}/#key={self.page_key}"
 
+    @property
+    def api_url(self) -> str:
+        """The server API, at the address the page's livekit_url names."""
+        return re.sub(r"^ws", "http", self.livekit_url)
+
 
 def access_token(config: RoomConfig, name: str, room: str) -> str:
     grants = api.VideoGrants(
         room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True
     )
-    token = (
+    return (
         api.AccessToken(config.api_key, config.api_secret)
         .with_identity(name)
         .with_name(name)
         .with_grants(grants)
         .with_ttl(TOKEN_TTL)
+        .to_jwt()
     )
+
+
+async def open_room(config: RoomConfig, livekit: api.LiveKitAPI, name: str) -> dict[str, str]:
+    """A new room for ``name``: where it is, its name, and their token.
+
+    The agent is dispatched now, naming the person, rather than by the token when their
+    connection creates the room: it connects, loads their memories and their greeting's
+    audio and starts its session while they connect, and is there when they arrive."""
+    room = f"voice-{secrets.token_hex(4)}"
     if config.agent_name:
-        token = token.with_room_config(
-            api.RoomConfiguration(
-                agents=[
-                    # naming the person: the agent loads their memories while it connects
-                    api.RoomAgentDispatch(
-                        agent_name=config.agent_name, metadata=dispatch_metadata(name)
-                    )
-                ]
-            )
+        dispatch = api.RoomAgentDispatch(
+            agent_name=config.agent_name, metadata=dispatch_metadata(name)
         )
-    return token.to_jwt()
+        await livekit.room.create_room(
+            api.CreateRoomRequest(name=room, empty_timeout=ROOM_EMPTY_TIMEOUT_S, agents=[dispatch])
+        )
+    return {"url": config.livekit_url, "room": room, "token": access_token(config, name, room)}
 
 
 def refused(status: int, sentence: str) -> web.Response:
@@ -99,12 +115,16 @@ async def issue_token(request: web.Request) -> web.Response:
             "A name is 1 to 64 letters, digits, spaces, dots, dashes or apostrophes, starting "
             "with a letter or digit.",
         )
-    name = name.strip()
-    room = f"voice-{secrets.token_hex(4)}"
-    return web.json_response(
-        {"url": config.livekit_url, "room": room, "token": access_token(config, name, room)},
-        headers={"Cache-Control": "no-store"},
-    )
+    try:
+        given = await open_room(config, request.app[LIVEKIT], name.strip())
+    except (api.TwirpError, aiohttp.ClientError, TimeoutError):
+        # the sentence the page says when it cannot connect: the same trouble
+        return refused(
+            503,
+            f"The LiveKit server at {config.livekit_url} is not reachable. "
+            "Is `make room` still running?",
+        )
+    return web.json_response(given, headers={"Cache-Control": "no-store"})
 
 
 async def page(request: web.Request) -> web.FileResponse:
@@ -121,11 +141,23 @@ async def livekit_client(request: web.Request) -> web.StreamResponse:
 
 
 CONFIG = web.AppKey("config", RoomConfig)
+LIVEKIT = web.AppKey("livekit", api.LiveKitAPI)
 
 
 def create_app(config: RoomConfig) -> web.Application:
     app = web.Application()
     app[CONFIG] = config
+
+    async def livekit_api(app: web.Application) -> AsyncIterator[None]:
+        # one HTTP session to the server's API for the page's life
+        timeout = aiohttp.ClientTimeout(total=5)
+        async with api.LiveKitAPI(
+            config.api_url, config.api_key, config.api_secret, timeout=timeout
+        ) as livekit:
+            app[LIVEKIT] = livekit
+            yield
+
+    app.cleanup_ctx.append(livekit_api)
     app.router.add_get("/", page)
     app.router.add_post("/token", issue_token)
     app.router.add_get("/vendor/livekit-client.esm.mjs", livekit_client)

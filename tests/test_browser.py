@@ -26,6 +26,7 @@ from testbed.threaded import LoopThread
 from testbed.waiting import wait_until
 from testbed.worker import Worker, room_env
 from tests.support.services import missing
+from tools.dispatch import dispatch_metadata
 
 pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")
@@ -273,10 +274,12 @@ async def test_the_page_says_in_words_when_the_server_is_down(
     assert await page.is_enabled("#talk")
 
 
-async def test_a_token_is_given_to_the_page_alone_and_bad_requests_get_a_sentence() -> None:
+async def test_a_token_is_given_to_the_page_alone_and_bad_requests_get_a_sentence(
+    livekit: LiveKitServer,
+) -> None:
     import aiohttp
 
-    web_page = Page(RoomConfig("ws://127.0.0.1:9", API_KEY, API_SECRET, agent_name="agent-x"))
+    web_page = Page(RoomConfig(livekit.url, API_KEY, API_SECRET, agent_name="agent-x"))
     endpoint = web_page.origin + "/token"
     key = {"X-Room-Key": web_page.config.page_key}
     refusals = [
@@ -307,7 +310,38 @@ async def test_a_token_is_given_to_the_page_alone_and_bad_requests_get_a_sentenc
     assert API_SECRET not in str(token)
     claims = api.TokenVerifier(API_KEY, API_SECRET).verify(token["token"])
     assert claims.identity == "Ada" and claims.video and claims.video.room == token["room"]
-    assert claims.room_config and claims.room_config.agents[0].agent_name == "agent-x"
+    # the agent was sent when the token was given, naming Ada; the token sends no second one
+    assert not (claims.room_config and claims.room_config.agents)
+    async with api.LiveKitAPI(livekit.http_url, API_KEY, API_SECRET) as lk:
+        dispatches = await lk.agent_dispatch.list_dispatch(token["room"])
+        rooms = await lk.room.list_rooms(api.ListRoomsRequest())
+    assert [(d.agent_name, d.metadata) for d in dispatches] == [
+        ("agent-x", dispatch_metadata("Ada"))
+    ]
+    # a refused request opened no room
+    assert [r.name for r in rooms.rooms if r.name.startswith("voice-")] == [token["room"]]
+
+
+async def test_with_the_livekit_server_down_the_page_is_told_in_a_sentence() -> None:
+    import aiohttp
+
+    web_page = Page(RoomConfig("ws://127.0.0.1:9", API_KEY, API_SECRET, agent_name="agent-x"))
+    headers = {"X-Room-Key": web_page.config.page_key, "Origin": web_page.origin}
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                web_page.origin + "/token", json={"name": "Ada"}, headers=headers
+            ) as response,
+        ):
+            status, body = response.status, await response.json()
+    finally:
+        web_page.stop()
+    assert status == 503
+    assert body == {
+        "error": "The LiveKit server at ws://127.0.0.1:9 is not reachable. "
+        "Is `make room` still running?"
+    }
 
 
 async def test_a_denied_microphone_and_an_agent_that_never_comes_are_said_in_words(

@@ -14,12 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from livekit import api
 
-from room.livekit_server import LiveKitServer
+from room.livekit_server import API_KEY, API_SECRET, LiveKitServer
+from room.web import RoomConfig, open_room
 from testbed.audio_io import FRAME_MS, silence, speak_to_frames
 from testbed.openai_server import OpenAIServer, Rule, has_tool_result, last_user_text, system_text
 from testbed.person import Person, token
 from testbed.recognizer import Recognizer
+from testbed.waiting import wait_until
 from testbed.worker import Worker, room_env
 from tests.support.rooms import KEY, greeted, room
 from tools.memory.stores.sqlite import SCHEMA
@@ -210,6 +213,25 @@ async def test_a_returning_persons_greeting_plays_from_audio_and_is_rebuilt_when
             await greeted(ada)
         return ada
 
+    async def visit_from_the_page() -> Person:
+        """The page sends the agent when it gives the token: the agent is waiting, with the
+        greeting's audio, when the person arrives."""
+        lk_server = turn_worker.livekit
+        config = RoomConfig(lk_server.url, API_KEY, API_SECRET, agent_name=turn_worker.agent_name)
+        async with api.LiveKitAPI(lk_server.http_url, API_KEY, API_SECRET) as lk:
+            given = await open_room(config, lk, "ada")
+
+            async def agent_waiting() -> bool:
+                them = await lk.room.list_participants(
+                    api.ListParticipantsRequest(room=given["room"])
+                )
+                return any(p.kind == api.ParticipantInfo.Kind.AGENT for p in them.participants)
+
+            await wait_until(agent_waiting, 30, what="the agent in the room first", every_s=0.2)
+        async with Person(given["url"], "ada", given["room"], access_token=given["token"]) as ada:
+            await greeted(ada)
+        return ada
+
     first = await visit()
     assert first.said_by_agent()[0] == "Welcome back, Ada."
     # said through the TTS, and rendered once more for the next visit
@@ -222,6 +244,11 @@ async def test_a_returning_persons_greeting_plays_from_audio_and_is_rebuilt_when
     unnamed = await visit_unnamed()
     assert unnamed.said_by_agent()[0] == "Welcome back, Ada."
     assert unnamed.heard.peak_rms > 1000
+    assert greetings_spoken("Welcome back, Ada.") == 2
+    early = await visit_from_the_page()
+    assert early.said_by_agent()[0] == "Welcome back, Ada."
+    # none of it played before Ada could hear it
+    assert early.heard.sound_s >= 0.8 * second.heard.sound_s and early.heard.peak_rms > 1000
     assert greetings_spoken("Welcome back, Ada.") == 2
 
     # what the greeting is built from changes: text and audio are rebuilt
