@@ -70,6 +70,9 @@ VISITS = 4  # a returning person's, after the first
 # greeting still starts a conversation, which the N = 8 row must hold
 GREETING_GIVE_UP_S = 30.0
 KEY = "bench-turns-key"
+# eight people share this process's event loop: what their microphones keep queued must
+# outlast its stalls, or the gaps would be heard as pauses mid-sentence
+MICROPHONE_LEAD_S = 0.5
 AGENTS = {
     "this": HERE.parent / "agent.py",
     "livekit": HERE / "default_agent.py",
@@ -143,6 +146,7 @@ class Turn:
 class Visit:
     turns: list[Turn] = field(default_factory=list)
     greeting_s: float | None = None
+    underruns: int = 0  # gaps this process's stalls let into the person's speech
 
 
 async def greeted(person: Person, joined: float) -> float | None:
@@ -161,7 +165,7 @@ async def talk(
     talking alone, so every call is theirs)."""
     await asyncio.sleep(delay_s)
     visit = Visit()
-    person = worker.person(identity, f"turns-{uuid.uuid4().hex[:8]}")
+    person = worker.person(identity, f"turns-{uuid.uuid4().hex[:8]}", lead_s=MICROPHONE_LEAD_S)
     joined = time.perf_counter()
     async with person:
         visit.greeting_s = await greeted(person, joined)
@@ -187,6 +191,7 @@ async def talk(
             await person.until_quiet()
             if replies:
                 visit.turns[-1].llm_calls = await asyncio.to_thread(replies) - asked
+        visit.underruns = person.underruns
     return visit
 
 

@@ -28,6 +28,8 @@ from .waiting import wait_until
 
 # int16 RMS; espeak speech and the test server's tone are in the thousands, silence is 0
 SOUND_RMS = 200.0
+CHUNK_FRAMES = 5  # 100 ms of speech per capture
+LISTEN_FRAME_MS = 20  # the agent's audio as it is heard: a sound's start known to 20 ms
 
 
 def token(identity: str, room: str, *, agent: str | None = None, named: str | None = "") -> str:
@@ -78,10 +80,14 @@ class Person:
         *,
         agent: str | None = None,
         access_token: str | None = None,  # one a page gave, instead of one signed here
+        lead_s: float = 0.2,
     ) -> None:
+        """``lead_s``: the audio the microphone keeps queued ahead of what is heard; more
+        survives longer stalls of this process's event loop (many people in one process)."""
         self.url = url
         self.agent = agent
         self.access_token = access_token
+        self.lead_s = lead_s
         self.identity = identity
         self.room_name = room
         self.room = rtc.Room()
@@ -90,6 +96,7 @@ class Person:
         self.agent_states: list[str] = []
         self.agent_state_at: list[tuple[str, float]] = []  # each change, when it arrived
         self.speech_ended_at: list[float] = []
+        self.underruns = 0  # silences the microphone let into speech (this process stalled)
         self.agent_identity: str | None = None
         self.agent_left = asyncio.Event()
         self._source = rtc.AudioSource(SAMPLE_RATE, 1)
@@ -154,27 +161,33 @@ class Person:
         return ended
 
     async def _microphone(self) -> None:
-        # the source plays what is queued in real time; this much queued ahead lets the
-        # test's loop stall (a busy suite) without the source filling the speech with
-        # silence, which a server VAD would hear as a pause mid-sentence
-        lead_s = 0.2
+        # the source plays what is queued in real time; audio queued ahead lets the test's
+        # loop stall (a busy machine, several people in one process) without the source
+        # filling the speech with silence, which a VAD would hear as a pause mid-sentence
         current: list[rtc.AudioFrame] = []
         last_voiced = 0.0
         while True:
+            if current and self._source.queued_duration == 0:
+                self.underruns += 1  # the source ran dry mid-speech: a gap the agent heard
             if not current and not self._queue.empty():
                 current = list(self._queue.get_nowait())
-            if current:
-                frame = current.pop(0)
-                await self._source.capture_frame(frame)
-                if _rms(frame) >= SOUND_RMS:
-                    # when this frame is heard: after what is queued ahead of it
-                    last_voiced = time.perf_counter() + self._source.queued_duration
+            # several frames to one capture: each capture is a round trip through the SDK
+            chunk, current = current[:CHUNK_FRAMES], current[CHUNK_FRAMES:]
+            if chunk:
+                # when this chunk starts to be heard: after what is queued ahead of it
+                starts_at = time.perf_counter() + self._source.queued_duration
+                await self._source.capture_frame(_joined(chunk))
+                offset = 0.0
+                for frame in chunk:
+                    offset += frame.duration
+                    if _rms(frame) >= SOUND_RMS:
+                        last_voiced = starts_at + offset
                 if not current:
                     # the end of speech is the last voiced frame, not the clip's trailing silence
                     self.speech_ended_at.append(last_voiced)
             else:
-                await self._source.capture_frame(silence())
-            ahead = self._source.queued_duration - lead_s
+                await self._source.capture_frame(QUIET)
+            ahead = self._source.queued_duration - self.lead_s
             if ahead > 0:
                 await asyncio.sleep(ahead)
 
@@ -203,7 +216,8 @@ class Person:
         participant: rtc.RemoteParticipant,
     ) -> None:
         if track.kind == rtc.TrackKind.KIND_AUDIO:
-            self._spawn(self._listen(rtc.AudioStream(track, sample_rate=SAMPLE_RATE)))
+            stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, frame_size_ms=LISTEN_FRAME_MS)
+            self._spawn(self._listen(stream))
 
     async def _listen(self, stream: rtc.AudioStream) -> None:
         silent_s = 1.0
@@ -279,6 +293,20 @@ class Person:
             await asyncio.sleep(0.05)
 
 
+def _joined(frames: list[rtc.AudioFrame]) -> rtc.AudioFrame:
+    if len(frames) == 1:
+        return frames[0]
+    return rtc.AudioFrame(
+        b"".join(bytes(f.data) for f in frames),
+        sample_rate=frames[0].sample_rate,
+        num_channels=1,
+        samples_per_channel=sum(f.samples_per_channel for f in frames),
+    )
+
+
 def _rms(frame: rtc.AudioFrame) -> float:
     samples = np.frombuffer(bytes(frame.data), dtype=np.int16).astype(np.float64)
     return float(np.sqrt(np.mean(samples**2))) if samples.size else 0.0
+
+
+QUIET = _joined([silence() for _ in range(CHUNK_FRAMES)])

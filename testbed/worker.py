@@ -149,9 +149,9 @@ class Worker:
         process.wait(10)
         return [member.pid for member in tree]
 
-    def person(self, identity: str, room: str) -> Person:
+    def person(self, identity: str, room: str, **options: float) -> Person:
         """Someone who joins ``room`` with this worker's agent dispatched to it."""
-        return Person(self.livekit.url, identity, room, agent=self.agent_name)
+        return Person(self.livekit.url, identity, room, agent=self.agent_name, **options)
 
     def __enter__(self) -> Worker:
         return self.start()
