@@ -47,6 +47,8 @@ class _Utterance:
     stream: RecognitionStream | None = None
     sent: str = ""  # the text the deltas have carried so far
     since_delta_ms: int = 0
+    unheard: bytearray = field(default_factory=bytearray)  # not yet fed to the recognizer
+    heard: str = ""  # the recognizer's words so far
 
 
 class RealtimeTranscription:
@@ -97,6 +99,16 @@ class RealtimeTranscription:
         self._pending = data[whole:]
         for start in range(0, whole, FRAME_SAMPLES * 2):
             await self._frame(data[start : start + FRAME_SAMPLES * 2])
+        if self._utterance is not None:
+            await self._hear(self._utterance)
+
+    async def _hear(self, utterance: _Utterance) -> str:
+        """Feed the recognizer what it has not heard yet: one hop to its thread per message
+        from the client, not per 20 ms frame (the hops cost more than the decoding)."""
+        if utterance.stream is not None and utterance.unheard:
+            pcm, utterance.unheard = bytes(utterance.unheard), bytearray()
+            utterance.heard = await self._decode(utterance.stream.feed, pcm)
+        return utterance.heard
 
     async def _frame(self, frame: bytes) -> None:
         self.received_ms += 20
@@ -115,11 +127,11 @@ class RealtimeTranscription:
                 )
         utterance.pcm += frame
         if utterance.stream is not None:
-            heard = await self._decode(utterance.stream.feed, frame)
+            utterance.unheard += frame
             utterance.since_delta_ms += 20
             if utterance.since_delta_ms >= DELTA_EVERY_MS:
                 utterance.since_delta_ms = 0
-                await self._delta(utterance, heard)
+                await self._delta(utterance, await self._hear(utterance))
         self._silent_ms = 0 if voiced else self._silent_ms + 20
         if self.server_vad and self._silent_ms >= self.silence_ms:
             await self._send(
@@ -161,6 +173,7 @@ class RealtimeTranscription:
             return
         await self._send("input_audio_buffer.committed", item_id=utterance.item_id)
         if utterance.stream is not None:
+            await self._hear(utterance)
             text = await self._decode(utterance.stream.finish)
         else:
             text = self.server.scripted_transcript(bytes(utterance.pcm), RATE)
