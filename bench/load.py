@@ -34,7 +34,7 @@ from typing import Any
 from bench.ai_endpoint import AIEndpoint
 from bench.figures import ms, percentile, ratio
 from bench.options import people_options
-from bench.process_tree import ProcessTree
+from bench.process_tree import TreeSampler
 from bench.provenance import stamp, stamp_line
 from bench.readme import publish
 from room.livekit_server import LiveKitServer, ensure_binary
@@ -100,14 +100,13 @@ async def measure(
     worker: Worker, ai: AIEndpoint, n: int, speech: list[list[Any]], turns: int
 ) -> dict[str, Any]:
     assert worker.process is not None
-    tree = ProcessTree(worker.process.pid)
     before = ai.counters()["connections"]
     started = time.perf_counter()
-    talks = asyncio.gather(*(conversation(worker, speech, turns, 0.3 * i) for i in range(n)))
-    while not talks.done():
-        await asyncio.to_thread(tree.sample)
-        await asyncio.sleep(0.5)
-    people = talks.result()
+    with TreeSampler(worker.process.pid) as sampler:
+        people = await asyncio.gather(
+            *(conversation(worker, speech, turns, 0.3 * i) for i in range(n))
+        )
+    tree = sampler.tree
     wall = time.perf_counter() - started
     opened = ai.counters()["connections"] - before
     waits = [w for p in people for w in p.waits]

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
+import select
+import subprocess
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 
@@ -50,3 +56,64 @@ class ProcessTree:
 
     def cpu_pct(self, wall_s: float) -> float:
         return 100 * self.cpu_s_used() / wall_s if wall_s > 0 else 0.0
+
+
+class TreeSampler:
+    """A tree sampled every ``every_s`` by a process of its own, while the benchmark's people
+    talk: one sample reads every process's smaps (about 80 ms of CPU for a worker and its job
+    processes), which in the benchmark's process held the GIL that the people's audio runs
+    under, delaying what they heard and said. ``tree`` holds the result once stopped."""
+
+    def __init__(self, root: int, every_s: float = 0.5) -> None:
+        self.root = root
+        self.every_s = every_s
+        self.tree = ProcessTree(root)
+        self._process: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> TreeSampler:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "bench.process_tree", str(self.root), str(self.every_s)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        try:
+            out, _ = process.communicate(input="", timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+            raise
+        sampled = json.loads(out)
+        self.tree = ProcessTree(
+            self.root,
+            peak_rss_mb=sampled["peak_rss_mb"],
+            peak_uss_mb=sampled["peak_uss_mb"],
+            peak_pss_mb=sampled["peak_pss_mb"],
+            peak_processes=sampled["peak_processes"],
+            cpu_s={int(pid): (first, last) for pid, (first, last) in sampled["cpu_s"].items()},
+            peak_pss_mb_of={int(pid): mb for pid, mb in sampled["peak_pss_mb_of"].items()},
+            peak_uss_mb_of={int(pid): mb for pid, mb in sampled["peak_uss_mb_of"].items()},
+        )
+
+
+def main(root: int, every_s: float) -> None:
+    """Sample until standard input closes, then print the tree as JSON."""
+    tree = ProcessTree(root)
+    while True:
+        tree.sample()
+        readable, _, _ = select.select([sys.stdin], [], [], every_s)
+        if readable and not sys.stdin.read(1):
+            break
+    tree.sample()
+    print(json.dumps(dataclasses.asdict(tree)), flush=True)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), float(sys.argv[2]))

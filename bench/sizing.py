@@ -35,7 +35,7 @@ import asyncpg
 from bench.ai_endpoint import AIEndpoint
 from bench.counters import RedisCounter, pg_count
 from bench.load import DELAYS, SENTENCES, Heard, conversation
-from bench.process_tree import ProcessTree
+from bench.process_tree import TreeSampler
 from bench.provenance import stamp
 from bench.readme import publish
 from bench.services import postgres, throwaway_redis
@@ -72,10 +72,11 @@ class Cluster:
             "routing": await asyncio.to_thread(self.routing.read),
         }
 
-    def trees(self) -> list[ProcessTree]:
+    def samplers(self) -> list[TreeSampler]:
+        """The workers' trees, then the nodes', each sampled by a process of its own."""
         processes = [w.process for w in self.workers] + [n.process for n in self.nodes]
         assert all(p is not None for p in processes)
-        return [ProcessTree(p.pid) for p in processes if p is not None]
+        return [TreeSampler(p.pid, every_s=1.0) for p in processes if p is not None]
 
 
 @contextlib.contextmanager
@@ -157,13 +158,14 @@ def difference(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
 
 async def idle(c: Cluster, seconds: float) -> dict[str, Any]:
     """The cluster with nobody in it: its memory, and what it sends on its own per second."""
-    trees = c.trees()
+    samplers = c.samplers()
     before = await c.counts()
     began = time.perf_counter()
-    while time.perf_counter() - began < seconds:
-        for tree in trees:
-            await asyncio.to_thread(tree.sample)
-        await asyncio.sleep(1.0)
+    with contextlib.ExitStack() as sampling:
+        for sampler in samplers:
+            sampling.enter_context(sampler)
+        await asyncio.sleep(seconds)
+    trees = [sampler.tree for sampler in samplers]
     await asyncio.sleep(SETTLE_S)
     wall = time.perf_counter() - began
     spent = difference(await c.counts(), before)
@@ -183,7 +185,7 @@ async def idle(c: Cluster, seconds: float) -> dict[str, Any]:
 async def talk(
     c: Cluster, n: int, speech: list[list[Any]], turns: int, routing_idle_per_s: float
 ) -> dict[str, Any]:
-    trees = c.trees()
+    samplers = c.samplers()
     warm = job_pids(c.workers)
     before = await c.counts()
     peak_backends = peak_clients = 0
@@ -197,15 +199,17 @@ async def talk(
         spans.append(time.perf_counter() - started)
         return heard
 
-    people = asyncio.gather(*(one(i) for i in range(n)))
-    while not people.done():
-        for tree in trees:
-            await asyncio.to_thread(tree.sample)
-        now = await c.counts()
-        peak_backends = max(peak_backends, now["pg"].backends)
-        peak_clients = max(peak_clients, now["cache"].clients)
-        await asyncio.sleep(1.0)
-    heard = people.result()
+    with contextlib.ExitStack() as sampling:
+        for sampler in samplers:
+            sampling.enter_context(sampler)
+        people = asyncio.gather(*(one(i) for i in range(n)))
+        while not people.done():
+            now = await c.counts()
+            peak_backends = max(peak_backends, now["pg"].backends)
+            peak_clients = max(peak_clients, now["cache"].clients)
+            await asyncio.sleep(1.0)
+        heard = people.result()
+    trees = [sampler.tree for sampler in samplers]
     talked = time.perf_counter() - began
     await asyncio.sleep(SETTLE_S)  # the last learning lands, the backends report
     spent = difference(await c.counts(), before)
