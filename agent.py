@@ -45,6 +45,7 @@ from tools.conversation import (
     identity_user,
     join_continuation,
     memory_user,
+    named_in_room,
     register_pool_panel,
     speak_up_on_errors,
     tell_reply_waits,
@@ -52,7 +53,7 @@ from tools.conversation import (
     voice_id,
     wait_for_person,
 )
-from tools.dispatch import expected_person
+from tools.dispatch import expected_person, is_ready_room
 from tools.memory import (
     PROMPT_TOKENS,
     Category,
@@ -265,6 +266,13 @@ async def entrypoint(ctx: JobContext) -> None:
 
     in_console = ctx.is_fake_job()
     expected = None if in_console else expected_person(ctx.job.metadata)
+    if not in_console and is_ready_room(ctx.job.metadata):
+        # connected before anyone asked: the issuer names the person when it gives the room out
+        await connecting
+        expected = await named_in_room(ctx.room)
+        if expected is None:
+            ctx.shutdown(reason="the ready room was never given out")
+            return
     if in_console:  # one person, named by USER_ID
         user_id = identity = settings.user_id
     elif expected is not None:

@@ -19,7 +19,7 @@ Per agent and utterance kind: end of speech → first reply sound p50/p95; utter
 conversation's LLM calls per utterance (a discarded preemptive reply is one too many); the
 worker's CPU and memory (USS, PSS) per conversation; a returning person's first greeting
 sound, from asking for a room: a token that sends the agent (livekit's starter), and for
-this project also its room page, which sends the agent with the token.
+this project also its room page, which gives out a room it keeps ready with the agent in it.
 
     python -m bench.turns [--quick] [--out DIR] [--rtt-ms 20] [--people 1,8]
 """
@@ -43,12 +43,13 @@ from livekit import api
 from bench.ai_endpoint import AIEndpoint
 from bench.figures import ms, percentile, ratio
 from bench.options import people_options
-from bench.process_tree import ProcessTree
+from bench.process_tree import ProcessTree, TreeSampler
 from bench.provenance import stamp
 from bench.readme import publish
 from bench.turns_report import chart, table
 from room.livekit_server import API_KEY, API_SECRET, LiveKitServer, ensure_binary
-from room.web import RoomConfig, open_room
+from room.ready_room import ReadyRoom
+from room.rooms import RoomConfig
 from testbed.audio_io import FRAME_MS, silence, speak_to_frames
 from testbed.person import Person
 from testbed.worker import Worker
@@ -196,18 +197,21 @@ async def talk(
 
 
 async def greeting_only(
-    worker: Worker, identity: str, page: api.LiveKitAPI | None = None
+    worker: Worker, identity: str, page: ReadyRoom | None = None
 ) -> float | None:
     """From asking for a room to the first greeting sound. ``page``: the room comes from the
-    room page (room/web.py), which sends the agent when it gives the token; without it the
-    token sends the agent when the person's connection creates the room, as livekit's
-    starter's token server does."""
-    joined = time.perf_counter()
+    room page (room/web.py), which gives out a room it keeps ready with the agent in it;
+    without it the token sends the agent when the person's connection creates the room, as
+    livekit's starter's token server does."""
     if page is None:
+        joined = time.perf_counter()
         person = worker.person(identity, f"turns-{uuid.uuid4().hex[:8]}")
     else:
-        config = RoomConfig(worker.livekit.url, API_KEY, API_SECRET, agent_name=worker.agent_name)
-        given = await open_room(config, page, identity)
+        # the page readies the next room as it gives one out: a person arriving after the
+        # last one was greeted finds it ready
+        await page.wait_ready(GREETING_GIVE_UP_S)
+        joined = time.perf_counter()
+        given = await page.take(identity)
         person = Person(given["url"], identity, given["room"], access_token=given["token"])
     async with person:
         heard = await greeted(person, joined)
@@ -215,7 +219,7 @@ async def greeting_only(
     return heard
 
 
-async def returning_greeting(worker: Worker, page: api.LiveKitAPI | None = None) -> float | None:
+async def returning_greeting(worker: Worker, page: ReadyRoom | None = None) -> float | None:
     """A returning person's greeting, the median of four visits after the first (on which
     this project composes and caches it)."""
     visits = [await greeting_only(worker, "returning", page) for _ in range(1 + VISITS)]
@@ -235,13 +239,14 @@ async def measure(worker: Worker, ai: AIEndpoint, n: int, speech: list[Spoken]) 
     replies_before = replies()
     started = time.perf_counter()
     alone = replies if n == 1 else None
-    talks = asyncio.gather(
-        *(talk(worker, f"turns-{uuid.uuid4().hex[:6]}", speech, 0.5 * i, alone) for i in range(n))
-    )
-    while not talks.done():
-        await asyncio.to_thread(tree.sample)
-        await asyncio.sleep(0.5)
-    visits = talks.result()
+    with TreeSampler(worker.process.pid) as sampler:
+        visits = await asyncio.gather(
+            *(
+                talk(worker, f"turns-{uuid.uuid4().hex[:6]}", speech, 0.5 * i, alone)
+                for i in range(n)
+            )
+        )
+    tree = sampler.tree
     wall = time.perf_counter() - started
     turns = [t for v in visits for t in v.turns]
     asked = replies() - replies_before
@@ -264,6 +269,8 @@ async def measure(worker: Worker, ai: AIEndpoint, n: int, speech: list[Spoken]) 
         "turns": len(turns),
         "by_kind": by_kind,
         "llm_calls_per_turn": round(asked / len(turns), 2) if turns else None,
+        # the harness's own health: a gap is a pause the agent heard that nobody made
+        "microphone_gaps": sum(v.underruns for v in visits),
         "cpu_s_per_conversation_minute": round(tree.cpu_s_used() / n / (wall / 60), 1),
         "uss_mb_per_conversation": round((tree.peak_uss_mb - idle_uss) / n, 1),
         "pss_mb_per_conversation": round((tree.peak_pss_mb - idle_pss) / n, 1),
@@ -303,10 +310,16 @@ async def run_agent(
         seed_memory(workdir, "returning")
         result["returning_greeting_ms"] = ms(await returning_greeting(worker))
         if name == "this":  # the peers greet whoever is in when they arrive: no page for them
-            async with api.LiveKitAPI(livekit.http_url, API_KEY, API_SECRET) as page:
-                result["returning_greeting_from_page_ms"] = ms(
-                    await returning_greeting(worker, page)
-                )
+            config = RoomConfig(livekit.url, API_KEY, API_SECRET, agent_name=worker.agent_name)
+            async with api.LiveKitAPI(livekit.http_url, API_KEY, API_SECRET) as lk:
+                page = ReadyRoom(config, lk)
+                page.start()
+                try:
+                    result["returning_greeting_from_page_ms"] = ms(
+                        await returning_greeting(worker, page)
+                    )
+                finally:
+                    await page.aclose()
         result["new_person_greeting_ms"] = ms(await greeting_only(worker, "newcomer"))
         for n in people:
             row = await measure(worker, ai, n, speech)

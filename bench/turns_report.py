@@ -29,8 +29,9 @@ def table(results: dict[str, Any]) -> str:
     lines += [
         "",
         "| agent | N | greeted | LLM calls per utterance | CPU s per conversation-minute "
-        "| USS / PSS per conversation | returning person's greeting | new person's |",
-        "|---|---|---|---|---|---|---|---|",
+        "| USS / PSS per conversation | returning person's greeting | new person's "
+        "| test microphones' gaps |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, agent in results["agents"].items():
         returning = f"{agent['returning_greeting_ms']} ms"
@@ -42,7 +43,8 @@ def table(results: dict[str, Any]) -> str:
                 f"{row['llm_calls_per_turn']} | "
                 f"{row['cpu_s_per_conversation_minute']} | "
                 f"{row['uss_mb_per_conversation']} / {row['pss_mb_per_conversation']} MB | "
-                f"{returning} | {agent['new_person_greeting_ms']} ms |"
+                f"{returning} | {agent['new_person_greeting_ms']} ms | "
+                f"{row.get('microphone_gaps', '')} |"
             )
     goals = results["goals"]
     lines += [

@@ -21,7 +21,8 @@ from tools.settings import Settings
 
 from .livekit_server import API_KEY, API_SECRET, LiveKitServer, LiveKitUnavailableError
 from .redis_server import RedisUnavailableError
-from .web import LIVEKIT_CLIENT, RoomConfig, create_app
+from .rooms import RoomConfig
+from .web import LIVEKIT_CLIENT, create_app
 from .worker_process import WorkerProcess
 
 AGENT_NAME = "voice-room"

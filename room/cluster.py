@@ -22,7 +22,7 @@ from pool import ConfigError
 from .__main__ import agent_for_pages, launch, serve, started
 from .livekit_server import API_KEY, API_SECRET, LiveKitServer
 from .redis_server import throwaway_redis
-from .web import RoomConfig
+from .rooms import RoomConfig
 from .worker_process import WorkerProcess
 
 

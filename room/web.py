@@ -1,85 +1,30 @@
 """The web page of the local voice room: the page, its static files, livekit-client from
 ``node_modules``, and ``POST /token``, which signs a LiveKit access token on the server so
-the API secret never reaches the page, and sends the agent to the new room at once."""
+the API secret never reaches the page, and gives the person a room with the agent in it or
+on its way (``ready_room.py``)."""
 
 from __future__ import annotations
 
 import re
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 from livekit import api
 
-from tools.dispatch import dispatch_metadata
+from .ready_room import ReadyRoom
+from .rooms import RoomConfig, open_room
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
 LIVEKIT_CLIENT = HERE / "node_modules" / "livekit-client" / "dist" / "livekit-client.esm.mjs"
 # a person's name is their identity, and memory follows it: keep it printable and short
 NAME = re.compile(r"^[\w][\w .'-]{0,63}$")
-TOKEN_TTL = timedelta(hours=2)
-# a room whose person never arrives closes after this; the agent in it gives up sooner
-# (PARTICIPANT_WAIT_S)
-ROOM_EMPTY_TIMEOUT_S = 120
 
 
 KEY_HEADER = "X-Room-Key"
-
-
-@dataclass(frozen=True)
-class RoomConfig:
-    livekit_url: str  # as the browser reaches it
-    api_key: str
-    api_secret: str = field(repr=False)
-    agent_name: str | None = None  # dispatch this agent to each new room by name
-    # the page's key for this run, in the address `make room` prints (as local notebook
-    # servers do): whoever reaches the port without it gets no token
-    page_key: str = field(default_factory=lambda: secrets.token_urlsafe(18), repr=False)
-
-    def page_url(self, host: str, port: int) -> str:
-        # in the fragment, which the browser never sends on, so no log or Referer has it
-        return f"http://{host}:{port}/#key={self.page_key}"
-
-    @property
-    def api_url(self) -> str:
-        """The server API, at the address the page's livekit_url names."""
-        return re.sub(r"^ws", "http", self.livekit_url)
-
-
-def access_token(config: RoomConfig, name: str, room: str) -> str:
-    grants = api.VideoGrants(
-        room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True
-    )
-    return (
-        api.AccessToken(config.api_key, config.api_secret)
-        .with_identity(name)
-        .with_name(name)
-        .with_grants(grants)
-        .with_ttl(TOKEN_TTL)
-        .to_jwt()
-    )
-
-
-async def open_room(config: RoomConfig, livekit: api.LiveKitAPI, name: str) -> dict[str, str]:
-    """A new room for ``name``: where it is, its name, and their token.
-
-    The agent is dispatched now, naming the person, rather than by the token when their
-    connection creates the room: it connects, loads their memories and their greeting's
-    audio and starts its session while they connect, and is there when they arrive."""
-    room = f"voice-{secrets.token_hex(4)}"
-    if config.agent_name:
-        dispatch = api.RoomAgentDispatch(
-            agent_name=config.agent_name, metadata=dispatch_metadata(name)
-        )
-        await livekit.room.create_room(
-            api.CreateRoomRequest(name=room, empty_timeout=ROOM_EMPTY_TIMEOUT_S, agents=[dispatch])
-        )
-    return {"url": config.livekit_url, "room": room, "token": access_token(config, name, room)}
 
 
 def refused(status: int, sentence: str) -> web.Response:
@@ -116,7 +61,11 @@ async def issue_token(request: web.Request) -> web.Response:
             "with a letter or digit.",
         )
     try:
-        given = await open_room(config, request.app[LIVEKIT], name.strip())
+        ready = request.app.get(READY)
+        if ready is not None:
+            given = await ready.take(name.strip())
+        else:
+            given = await open_room(config, request.app[LIVEKIT], name.strip())
     except (api.TwirpError, aiohttp.ClientError, TimeoutError):
         # the sentence the page says when it cannot connect: the same trouble
         return refused(
@@ -142,6 +91,7 @@ async def livekit_client(request: web.Request) -> web.StreamResponse:
 
 CONFIG = web.AppKey("config", RoomConfig)
 LIVEKIT = web.AppKey("livekit", api.LiveKitAPI)
+READY = web.AppKey("ready", ReadyRoom)
 
 
 def create_app(config: RoomConfig) -> web.Application:
@@ -155,7 +105,14 @@ def create_app(config: RoomConfig) -> web.Application:
             config.api_url, config.api_key, config.api_secret, timeout=timeout
         ) as livekit:
             app[LIVEKIT] = livekit
-            yield
+            if config.agent_name:  # a room with the agent in it, for whoever asks next
+                ready = app[READY] = ReadyRoom(config, livekit)
+                ready.start()
+            try:
+                yield
+            finally:
+                if READY in app:
+                    await app[READY].aclose()
 
     app.cleanup_ctx.append(livekit_api)
     app.router.add_get("/", page)

@@ -14,6 +14,8 @@ import pytest
 from livekit import api
 
 from room.livekit_server import API_KEY, API_SECRET, LiveKitServer
+from room.ready_room import ReadyRoom
+from room.rooms import RoomConfig
 from testbed.audio_io import speak_to_frames
 from testbed.openai_server import (
     Fault,
@@ -36,6 +38,7 @@ from tests.support.rooms import (
     script_introductions,
 )
 from tools.dispatch import dispatch_metadata
+from tools.memory.stores.sqlite import SCHEMA
 
 pytestmark = pytest.mark.slow
 
@@ -78,6 +81,47 @@ async def test_a_dispatch_naming_someone_else_never_serves_the_person_who_joins(
                 worker.wait_for(f"{never} room {name} within 3 s", 30)
                 await asyncio.wait_for(bob.agent_left.wait(), 20)
                 assert bob.said_by_agent() == [] and not bob.heard.sound_starts
+        assert "Traceback" not in worker.output()
+
+
+async def test_a_ready_room_serves_only_the_person_the_page_names_and_ends_when_closed(
+    livekit: LiveKitServer, server: OpenAIServer, tmp_path: Path
+) -> None:
+    """The page keeps a room with the agent in it before anyone asks. Given to Ada, the room
+    is named for her: she is greeted by name, and the token she got sends no second agent.
+    The room readied next, never given out, ends its job when the page closes it."""
+    env = room_env(server.base_url, OPENAI_API_KEY=KEY)
+    with sqlite3.connect(tmp_path / "memory.db") as db:
+        db.executescript(SCHEMA)
+        db.execute(
+            "INSERT INTO memories VALUES ('ada', 'FACT', 'name', 'Ada', 1.0, 1.0)",
+        )
+    server.script(
+        Rule(text="Welcome back, Ada.", when=lambda b: "returning user" in system_text(b))
+    )
+    with Worker(livekit, tmp_path, **env) as worker:
+        config = RoomConfig(livekit.url, API_KEY, API_SECRET, agent_name=worker.agent_name)
+        async with api.LiveKitAPI(livekit.http_url, API_KEY, API_SECRET) as lk:
+            page = ReadyRoom(config, lk)
+            page.start()
+            try:
+                assert await page.wait_ready(60)
+                given = await page.take("ada")
+                claims = api.TokenVerifier(API_KEY, API_SECRET).verify(given["token"])
+                assert not (claims.room_config and claims.room_config.agents)
+                async with Person(
+                    given["url"], "ada", given["room"], access_token=given["token"]
+                ) as ada:
+                    await greeted(ada)
+                assert ada.said_by_agent()[0] == "Welcome back, Ada."
+                assert await page.wait_ready(60)  # the next one
+                unused = page.ready_room
+                assert unused is not None and unused != given["room"]
+            finally:
+                await page.aclose()
+            worker.wait_for(f"ready room {unused} closed before it was given out", 30)
+            rooms = await lk.room.list_rooms(api.ListRoomsRequest(names=[unused]))
+            assert not rooms.rooms
         assert "Traceback" not in worker.output()
 
 

@@ -17,12 +17,12 @@ import pytest
 from livekit import api
 
 from room.livekit_server import API_KEY, API_SECRET, LiveKitServer
-from room.web import RoomConfig, open_room
+from room.ready_room import ReadyRoom
+from room.rooms import RoomConfig
 from testbed.audio_io import FRAME_MS, silence, speak_to_frames
 from testbed.openai_server import OpenAIServer, Rule, has_tool_result, last_user_text, system_text
 from testbed.person import Person, token
 from testbed.recognizer import Recognizer
-from testbed.waiting import wait_until
 from testbed.worker import Worker, room_env
 from tests.support.rooms import KEY, greeted, room
 from tools.memory.stores.sqlite import SCHEMA
@@ -214,22 +214,22 @@ async def test_a_returning_persons_greeting_plays_from_audio_and_is_rebuilt_when
         return ada
 
     async def visit_from_the_page() -> Person:
-        """The page sends the agent when it gives the token: the agent is waiting, with the
-        greeting's audio, when the person arrives."""
+        """The page gives out a room it keeps ready: the agent is in it before Ada asks,
+        and loads her greeting's audio when the page names her."""
         lk_server = turn_worker.livekit
         config = RoomConfig(lk_server.url, API_KEY, API_SECRET, agent_name=turn_worker.agent_name)
         async with api.LiveKitAPI(lk_server.http_url, API_KEY, API_SECRET) as lk:
-            given = await open_room(config, lk, "ada")
-
-            async def agent_waiting() -> bool:
-                them = await lk.room.list_participants(
-                    api.ListParticipantsRequest(room=given["room"])
-                )
-                return any(p.kind == api.ParticipantInfo.Kind.AGENT for p in them.participants)
-
-            await wait_until(agent_waiting, 30, what="the agent in the room first", every_s=0.2)
-        async with Person(given["url"], "ada", given["room"], access_token=given["token"]) as ada:
-            await greeted(ada)
+            page = ReadyRoom(config, lk)
+            page.start()
+            try:
+                assert await page.wait_ready(30), "no room was readied"
+                given = await page.take("ada")
+                async with Person(
+                    given["url"], "ada", given["room"], access_token=given["token"]
+                ) as ada:
+                    await greeted(ada)
+            finally:
+                await page.aclose()
         return ada
 
     first = await visit()

@@ -22,6 +22,7 @@ from .person import (
     SERVED_KINDS,
     identity_user,
     memory_user,
+    named_in_room,
     register_pool_panel,
     wait_for_person,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "identity_user",
     "join_continuation",
     "memory_user",
+    "named_in_room",
     "parallel_ai_calls",
     "parse_facts",
     "play",

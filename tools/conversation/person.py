@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from livekit import rtc
 from livekit.agents import JobContext
 
+from ..dispatch import expected_person
+
 logger = logging.getLogger(__name__)
 
 # a person at a browser or an app, and a caller on the phone; not another agent, an egress
@@ -46,6 +48,34 @@ async def wait_for_person(
         # livekit closes an empty room: the person left before the agent arrived
         logger.info("room %s closed before anybody joined; ending the job", ctx.room.name)
         return None
+
+
+async def named_in_room(room: rtc.Room) -> str | None:
+    """The person a ready room's metadata names (``tools.dispatch``), waited for as long as
+    the room lasts: the issuer names them when it gives the room out, and closes a room it
+    never gave out; ``None`` when the room closed first."""
+    named: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+
+    def check(*_: object) -> None:
+        person = expected_person(room.metadata)
+        if person is not None and not named.done():
+            named.set_result(person)
+
+    def closed(*_: object) -> None:
+        if not named.done():
+            logger.info("ready room %s closed before it was given out; ending the job", room.name)
+            named.set_result(None)
+
+    room.on("room_metadata_changed", check)
+    room.on("disconnected", closed)
+    try:
+        check()
+        if not room.isconnected():
+            closed()
+        return await named
+    finally:
+        room.off("room_metadata_changed", check)
+        room.off("disconnected", closed)
 
 
 def memory_user(person: rtc.RemoteParticipant) -> str:
