@@ -39,6 +39,7 @@ from tools.conversation import (
     Phrases,
     PostTurnWorker,
     SessionData,
+    VoiceTrack,
     build_session,
     follow_turns,
     forget_greeting,
@@ -269,6 +270,7 @@ async def entrypoint(ctx: JobContext) -> None:
     if not in_console and is_ready_room(ctx.job.metadata):
         # connected before anyone asked: the issuer names the person when it gives the room out
         await connecting
+        job.voice = VoiceTrack(ctx.room)  # in what their connection receives on joining
         expected = await named_in_room(ctx.room)
         if expected is None:
             ctx.shutdown(reason="the ready room was never given out")
@@ -314,11 +316,18 @@ async def entrypoint(ctx: JobContext) -> None:
         session.on("close", job.mark.on_close)
     session.on("close", lambda _: ctx.shutdown(reason="session closed"))
     await connecting  # livekit's room IO needs the room connected when it starts
+    if not in_console and job.voice is None:
+        job.voice = VoiceTrack(ctx.room)  # published now, not once the person is in
+    if job.voice is not None:
+        session.output.audio = job.voice.output
     await session.start(
         agent=assistant,
         room=ctx.room,
-        # the memory belongs to this person: nobody else who joins is heard as them
-        room_options=room_io.RoomOptions(participant_identity=identity),
+        room_options=room_io.RoomOptions(
+            # the memory belongs to this person: nobody else who joins is heard as them
+            participant_identity=identity,
+            audio_output=job.voice is None,
+        ),
     )
     gc.freeze()  # what the session built lives as long as it: out of the collector's way
     if expected is not None and not await expected_person_joined(ctx, settings, expected, user_id):

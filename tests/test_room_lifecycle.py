@@ -87,7 +87,8 @@ async def test_a_dispatch_naming_someone_else_never_serves_the_person_who_joins(
 async def test_a_ready_room_serves_only_the_person_the_page_names_and_ends_when_closed(
     livekit: LiveKitServer, server: OpenAIServer, tmp_path: Path
 ) -> None:
-    """The page keeps a room with the agent in it before anyone asks. Given to Ada, the room
+    """The page keeps a room with the agent in it, its voice published, before anyone asks.
+    Given to Ada, the room
     is named for her: she is greeted by name, and the token she got sends no second agent.
     The room readied next, never given out, ends its job when the page closes it."""
     env = room_env(server.base_url, OPENAI_API_KEY=KEY)
@@ -106,7 +107,19 @@ async def test_a_ready_room_serves_only_the_person_the_page_names_and_ends_when_
             page.start()
             try:
                 assert await page.wait_ready(60)
+                ready = page.ready_room
+                assert ready is not None
+
+                async def voice_published() -> bool:
+                    them = await lk.room.list_participants(api.ListParticipantsRequest(room=ready))
+                    return any(
+                        t.type == api.TrackType.AUDIO for p in them.participants for t in p.tracks
+                    )
+
+                # the agent's voice is there before anyone is: joining, Ada subscribes at once
+                await wait_until(voice_published, 20, what="the agent's track", every_s=0.1)
                 given = await page.take("ada")
+                assert given["room"] == ready
                 claims = api.TokenVerifier(API_KEY, API_SECRET).verify(given["token"])
                 assert not (claims.room_config and claims.room_config.agents)
                 async with Person(

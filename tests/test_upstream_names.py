@@ -88,3 +88,19 @@ def test_the_console_and_the_log_text_the_worker_relies_on_are_still_livekits() 
         ), f"livekit's AgentsConsole no longer has {name}"
     # the warning the console filters out is still worded this way
     assert console.CLOUD_WARNING in inspect.getsource(detector)
+
+
+def test_the_voice_track_uses_the_audio_output_livekit_still_has() -> None:
+    import importlib
+
+    from tools.conversation import voice_track
+
+    module, name = voice_track.PRIVATE_API
+    output = getattr(importlib.import_module(module), name, None)
+    assert output is not None, f"livekit no longer has {module}.{name}: adapt VoiceTrack"
+    parameters = inspect.signature(output.__init__).parameters
+    for needed in ("room", "sample_rate", "num_channels", "track_publish_options", "track_name"):
+        assert needed in parameters, f"{name} no longer takes {needed}"
+    assert inspect.iscoroutinefunction(output.start) and inspect.iscoroutinefunction(output.aclose)
+    # it holds frames until someone subscribes: nothing is said into an empty room
+    assert "await self._subscribed_fut" in inspect.getsource(output.capture_frame)

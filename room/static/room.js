@@ -112,7 +112,8 @@ function listenTo(track) {
   source.connect(analyser);
   const samples = new Float32Array(analyser.fftSize);
   const measure = () => {
-    if (view.state !== "in-call") return;
+    // the agent's voice may arrive with the connection itself, before the call is shown
+    if (view.state !== "connecting" && view.state !== "in-call") return;
     analyser.getFloatTimeDomainData(samples);
     let sum = 0;
     for (const s of samples) sum += s * s;

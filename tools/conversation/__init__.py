@@ -50,6 +50,7 @@ from .turn_taking import (
     join_continuation,
     turn_handling,
 )
+from .voice_track import VoiceTrack
 
 __all__ = [
     "GENERIC_GREETING",
@@ -71,6 +72,7 @@ __all__ = [
     "PostTurnWorker",
     "SessionData",
     "TranscriptTurnDetector",
+    "VoiceTrack",
     "acknowledged",
     "build_session",
     "compose_greeting",

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .opening import Opening
     from .phrases import Phrases
     from .resume import ConversationMark
+    from .voice_track import VoiceTrack
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +137,7 @@ class JobResources:
         self.greeting_audio: GreetingAudio | None = None
         self.opening: Opening | None = None
         self.mark: ConversationMark | None = None
+        self.voice: VoiceTrack | None = None
 
     def warm(self) -> None:
         """Open and probe every connection the first user turn needs, in the background."""
@@ -156,6 +158,8 @@ class JobResources:
                 await rendering.aclose()
         if self.mark is not None:
             await self.mark.aclose()
+        if self.voice is not None:  # the session that spoke through it has closed
+            await self.voice.aclose()
         if self.post_turn is not None:
             await self.post_turn.aclose(deadline_s=3.0)
         opening = self._opening
