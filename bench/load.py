@@ -42,6 +42,9 @@ from testbed.audio_io import speak_to_frames
 from testbed.worker import Worker
 
 HERE = Path(__file__).resolve().parent
+# the sampler's smaps reads cost CPU the people and the agent share: CPU times add up
+# between samples, memory peaks move slowly
+SAMPLE_EVERY_S = 2.0
 # a provider's time to first byte, per endpoint
 DELAYS = {"/audio/transcriptions": 0.20, "/chat/completions": 0.15, "/audio/speech": 0.10}
 SENTENCES = (
@@ -102,7 +105,7 @@ async def measure(
     assert worker.process is not None
     before = ai.counters()["connections"]
     started = time.perf_counter()
-    with TreeSampler(worker.process.pid) as sampler:
+    with TreeSampler(worker.process.pid, every_s=SAMPLE_EVERY_S) as sampler:
         people = await asyncio.gather(
             *(conversation(worker, speech, turns, 0.3 * i) for i in range(n))
         )

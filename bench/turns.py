@@ -56,6 +56,9 @@ from testbed.worker import Worker
 from tools.memory.stores.sqlite import SCHEMA
 
 HERE = Path(__file__).resolve().parent
+# the sampler's smaps reads cost CPU the people and the agent share: CPU times add up
+# between samples, memory peaks move slowly
+SAMPLE_EVERY_S = 2.0
 # a provider's time to first byte, per endpoint; the realtime endpoint's is from the end of
 # an utterance to its transcript (its words were heard as they were spoken)
 DELAYS = {
@@ -239,7 +242,7 @@ async def measure(worker: Worker, ai: AIEndpoint, n: int, speech: list[Spoken]) 
     replies_before = replies()
     started = time.perf_counter()
     alone = replies if n == 1 else None
-    with TreeSampler(worker.process.pid) as sampler:
+    with TreeSampler(worker.process.pid, every_s=SAMPLE_EVERY_S) as sampler:
         visits = await asyncio.gather(
             *(
                 talk(worker, f"turns-{uuid.uuid4().hex[:6]}", speech, 0.5 * i, alone)
