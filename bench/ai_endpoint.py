@@ -12,6 +12,7 @@ requests per path.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import ssl
@@ -120,6 +121,10 @@ def serve(
         ),
         flush=True,
     )
+    # the provider's own long-lived heap out of the collector's way, as the agent's is: a
+    # full collection mid-run would hold every conversation's responses at once
+    gc.collect()
+    gc.freeze()
     try:
         sys.stdin.read()  # until the parent closes our stdin (or dies)
     finally:

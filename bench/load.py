@@ -40,6 +40,7 @@ from bench.readme import publish
 from room.livekit_server import LiveKitServer, ensure_binary
 from testbed.audio_io import speak_to_frames
 from testbed.worker import Worker
+from tools.worker import settle_heap
 
 HERE = Path(__file__).resolve().parent
 # the sampler's smaps reads cost CPU the people and the agent share: CPU times add up
@@ -104,6 +105,7 @@ async def measure(
 ) -> dict[str, Any]:
     assert worker.process is not None
     before = ai.counters()["connections"]
+    settle_heap()  # a full collection of this process mid-run stalls the people's audio
     started = time.perf_counter()
     with TreeSampler(worker.process.pid, every_s=SAMPLE_EVERY_S) as sampler:
         people = await asyncio.gather(

@@ -43,6 +43,7 @@ from bench.sizing_report import fleet, table
 from room.livekit_server import LiveKitServer, ensure_binary
 from testbed.audio_io import speak_to_frames
 from testbed.worker import Worker
+from tools.worker import settle_heap
 
 HERE = Path(__file__).resolve().parent
 KEY = "bench-sizing-key"
@@ -187,6 +188,7 @@ async def talk(
 ) -> dict[str, Any]:
     samplers = c.samplers()
     warm = job_pids(c.workers)
+    settle_heap()  # a full collection of this process mid-run stalls the people's audio
     before = await c.counts()
     peak_backends = peak_clients = 0
     began = time.perf_counter()

@@ -54,6 +54,7 @@ from testbed.audio_io import FRAME_MS, silence, speak_to_frames
 from testbed.person import Person
 from testbed.worker import Worker
 from tools.memory.stores.sqlite import SCHEMA
+from tools.worker import settle_heap
 
 HERE = Path(__file__).resolve().parent
 # the sampler's smaps reads cost CPU the people and the agent share: CPU times add up
@@ -240,6 +241,9 @@ async def measure(worker: Worker, ai: AIEndpoint, n: int, speech: list[Spoken]) 
         return int(ai.counters()["chat"].get("reply", 0))
 
     replies_before = replies()
+    # what this process holds already lives as long as the run: a full collection of it,
+    # seconds long on a loaded machine, stalled the people's audio mid-sentence
+    settle_heap()
     started = time.perf_counter()
     alone = replies if n == 1 else None
     with TreeSampler(worker.process.pid, every_s=SAMPLE_EVERY_S) as sampler:
