@@ -10,6 +10,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import psutil
 import pytest
 from livekit import rtc
 
@@ -50,6 +51,22 @@ async def test_a_person_joining_a_new_room_is_greeted_by_a_job_process(
     assert greta.heard.sound_s >= 0.2
     assert worker.process is not None
     assert job_pids(worker, name) - {worker.process.pid}
+
+
+def test_job_processes_start_from_the_agents_modules_loaded_once(worker: Worker) -> None:
+    """livekit forks each job process from its forkserver: with the agent's own stack
+    imported there, a process starts from a copy of it instead of importing it again (a
+    burst of rooms on two cores paid that in every process). Seen from outside, the memory
+    stores' native extensions (SQLite's, asyncpg's) are mapped in the forkserver, where no
+    job has run and livekit imports neither."""
+    assert worker.process is not None
+    (forkserver,) = [
+        child
+        for child in psutil.Process(worker.process.pid).children()
+        if "multiprocessing.forkserver" in " ".join(child.cmdline())
+    ]
+    maps = Path(f"/proc/{forkserver.pid}/maps").read_text()
+    assert "_sqlite3" in maps and "asyncpg/protocol" in maps
 
 
 async def test_a_spoken_turn_is_answered_in_text_and_audio(

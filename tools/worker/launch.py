@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from livekit.agents import AgentServer
@@ -64,6 +66,25 @@ def prepare_process(settings: Settings, command: str) -> None:
     settle_heap()
 
 
+def program_modules() -> list[str]:
+    """The program (``agent.py``) as a module livekit's forkserver can import, with the
+    project beside it.
+
+    Python 3.11's forkserver never imports ``__main__`` (it looks for a ``main_path`` the
+    parent does not send) and ignores the parent's ``sys.path``: by name, and with the
+    program's directory on ``PYTHONPATH`` (which it inherits), it finds them. A job process
+    still runs the program's own lines as ``__mp_main__``; what they import is then there.
+    """
+    program = Path(sys.argv[0]).resolve()
+    if program.suffix != ".py" or not program.is_file():
+        return []
+    here = str(program.parent)
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if here not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([here, *filter(None, paths)])
+    return [program.stem]
+
+
 def server_options(settings: Settings, command: str) -> dict[str, Any]:
     """The worker's options for livekit's ``AgentServer``, from the settings."""
     # the console's first screen is the greeting and a prompt; a worker logs what it does
@@ -74,6 +95,9 @@ def server_options(settings: Settings, command: str) -> dict[str, Any]:
         "drain_timeout": round(settings.drain_timeout_s),
         # processes ready before a burst: starting one is the CPU spike a burst would pay
         "num_idle_processes": min(settings.max_conversations, settings.idle_processes),
+        # job processes fork from livekit's forkserver: with the program's imports and its
+        # warm-up loaded there once, each one starts from a copy of them
+        "preload_modules": [*program_modules(), "tools.worker.preload"],
         # room for finish_session and the memory flush before the process is killed
         "shutdown_process_timeout": settings.turn_drain_s + 15.0,
     }
