@@ -86,6 +86,7 @@ def serve(
         authority.cert_pem.write_to_path(str(ca_file))
 
     chat: Callable[[], dict[str, int]] | None = None
+    lags: Callable[[], list[float]] = list
     if http2:
         port, paths, stop_server = _serve_http2(identity, delays.get("/chat/completions", 0.0))
     else:
@@ -97,11 +98,17 @@ def serve(
         server.start()
         port, paths, stop_server = server.port, server.paths, server.stop
         chat = lambda: chat_kinds(server)  # noqa: E731
+        lags = lambda: list(server.transcript_lags_s)  # noqa: E731
     proxy = TcpProxy("127.0.0.1", port, rtt_s=rtt_ms / 1000).start()
 
     async def counters(request: web.Request) -> web.Response:
         return web.json_response(
-            {"connections": proxy.accepted, "requests": paths(), "chat": chat() if chat else {}}
+            {
+                "connections": proxy.accepted,
+                "requests": paths(),
+                "chat": chat() if chat else {},
+                "transcript_lags_s": lags(),
+            }
         )
 
     thread = LoopThread("ai-endpoint-control")

@@ -58,6 +58,18 @@ class ProcessTree:
         return 100 * self.cpu_s_used() / wall_s if wall_s > 0 else 0.0
 
 
+def machine_cpu_times() -> tuple[float, float]:
+    """The machine's CPU seconds so far, and the part the host gave to others (steal): on a
+    shared VM a busy neighbour slows every process here at once."""
+    times = psutil.cpu_times()
+    return sum(times), getattr(times, "steal", 0.0)
+
+
+def stolen_pct(before: tuple[float, float], after: tuple[float, float]) -> float | None:
+    total, steal = after[0] - before[0], after[1] - before[1]
+    return round(100 * steal / total, 1) if total > 0 else None
+
+
 class TreeSampler:
     """A tree sampled every ``every_s`` by a process of its own, while the benchmark's people
     talk: one sample reads every process's smaps (about 80 ms of CPU for a worker and its job

@@ -43,7 +43,7 @@ from livekit import api
 from bench.ai_endpoint import AIEndpoint
 from bench.figures import ms, percentile, ratio
 from bench.options import people_options
-from bench.process_tree import ProcessTree, TreeSampler
+from bench.process_tree import ProcessTree, TreeSampler, machine_cpu_times, stolen_pct
 from bench.provenance import stamp
 from bench.readme import publish
 from bench.turns_report import chart, table
@@ -241,10 +241,11 @@ async def measure(worker: Worker, ai: AIEndpoint, n: int, speech: list[Spoken]) 
         return int(ai.counters()["chat"].get("reply", 0))
 
     replies_before = replies()
+    lags_before = len(ai.counters()["transcript_lags_s"])
     # what this process holds already lives as long as the run: a full collection of it,
     # seconds long on a loaded machine, stalled the people's audio mid-sentence
     settle_heap()
-    started = time.perf_counter()
+    started, machine_before = time.perf_counter(), machine_cpu_times()
     alone = replies if n == 1 else None
     with TreeSampler(worker.process.pid, every_s=SAMPLE_EVERY_S) as sampler:
         visits = await asyncio.gather(
@@ -255,8 +256,10 @@ async def measure(worker: Worker, ai: AIEndpoint, n: int, speech: list[Spoken]) 
         )
     tree = sampler.tree
     wall = time.perf_counter() - started
+    stolen = stolen_pct(machine_before, machine_cpu_times())
     turns = [t for v in visits for t in v.turns]
     asked = replies() - replies_before
+    lags = ai.counters()["transcript_lags_s"][lags_before:]
     by_kind = {}
     for kind in KINDS:
         of_kind = [t for t in turns if t.kind == kind]
@@ -278,6 +281,10 @@ async def measure(worker: Worker, ai: AIEndpoint, n: int, speech: list[Spoken]) 
         "llm_calls_per_turn": round(asked / len(turns), 2) if turns else None,
         # the harness's own health: a gap is a pause the agent heard that nobody made
         "microphone_gaps": sum(v.underruns for v in visits),
+        # ...and the provider's stand-in's: its recognizer shares the machine with the agents
+        "transcript_lag_p95_ms": ms(percentile(lags, 0.95)),
+        # ...and the machine's: CPU time the VM's host gave to others
+        "host_stole_pct": stolen,
         "cpu_s_per_conversation_minute": round(tree.cpu_s_used() / n / (wall / 60), 1),
         "uss_mb_per_conversation": round((tree.peak_uss_mb - idle_uss) / n, 1),
         "pss_mb_per_conversation": round((tree.peak_pss_mb - idle_pss) / n, 1),

@@ -30,8 +30,8 @@ def table(results: dict[str, Any]) -> str:
         "",
         "| agent | N | greeted | LLM calls per utterance | CPU s per conversation-minute "
         "| USS / PSS per conversation | returning person's greeting | new person's "
-        "| test microphones' gaps |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| test microphones' gaps | test provider's transcript lag p95 | CPU the host took |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, agent in results["agents"].items():
         returning = f"{agent['returning_greeting_ms']} ms"
@@ -44,7 +44,9 @@ def table(results: dict[str, Any]) -> str:
                 f"{row['cpu_s_per_conversation_minute']} | "
                 f"{row['uss_mb_per_conversation']} / {row['pss_mb_per_conversation']} MB | "
                 f"{returning} | {agent['new_person_greeting_ms']} ms | "
-                f"{row.get('microphone_gaps', '')} |"
+                f"{row.get('microphone_gaps', '')} | "
+                f"{lag_ms(row.get('transcript_lag_p95_ms'))} | "
+                f"{pct(row.get('host_stole_pct'))} |"
             )
     goals = results["goals"]
     lines += [
@@ -61,6 +63,14 @@ def table(results: dict[str, Any]) -> str:
         ),
     ]
     return "\n".join(lines)
+
+
+def lag_ms(value: float | None) -> str:
+    return "" if value is None else f"{value} ms"
+
+
+def pct(value: float | None) -> str:
+    return "" if value is None else f"{value} %"
 
 
 def chart(results: dict[str, Any], path: Path) -> None:

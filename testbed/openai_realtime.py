@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -171,6 +172,7 @@ class RealtimeTranscription:
         self._silent_ms = 0
         if utterance is None or not utterance.pcm:
             return
+        ended = time.perf_counter()
         await self._send("input_audio_buffer.committed", item_id=utterance.item_id)
         if utterance.stream is not None:
             await self._hear(utterance)
@@ -178,7 +180,9 @@ class RealtimeTranscription:
         else:
             text = self.server.scripted_transcript(bytes(utterance.pcm), RATE)
         # the provider's own time from the end of the utterance to its transcript
-        await asyncio.sleep(self.server.delays.get("/realtime", 0.0))
+        delay_s = self.server.delays.get("/realtime", 0.0)
+        await asyncio.sleep(delay_s)
+        self.server.note_transcript_lag(time.perf_counter() - ended - delay_s)
         await self._delta(utterance, text, final=True)
         await self._send(
             "conversation.item.input_audio_transcription.completed",

@@ -130,6 +130,8 @@ class OpenAIServer(ThreadedServer):
         self.recognizer: Recognizer | None = None
         # realtime events by type, both ways: session.update, ...delta, ...completed
         self.realtime_events: Counter[str] = Counter()
+        # seconds each realtime transcript came later than ``delays`` says it should
+        self.transcript_lags_s: list[float] = []
         self.latency_s = 0.0  # added to every response, e.g. to simulate a slow model
         # the agent's speech lasts this long per character of its text (None: 0.3 s a reply)
         self.speech_s_per_char: float | None = None
@@ -156,6 +158,7 @@ class OpenAIServer(ThreadedServer):
             self.default_transcript = "hello"
             self.requests.clear()
             self.realtime_events.clear()
+            self.transcript_lags_s.clear()
             self.recognizer = None
             self.connections = 0
             self.latency_s = 0.0
@@ -187,6 +190,12 @@ class OpenAIServer(ThreadedServer):
     def count_realtime(self, kind: str | None) -> None:
         with self._lock:
             self.realtime_events[str(kind)] += 1
+
+    def note_transcript_lag(self, seconds: float) -> None:
+        """A transcript later than ``delays`` says by ``seconds``: this stand-in's own
+        recognizer and loop on a busy machine, which a provider's servers would not share."""
+        with self._lock:
+            self.transcript_lags_s.append(seconds)
 
     def scripted_transcript(self, pcm: bytes, rate: int) -> str:
         """What an utterance said, without a recognizer: the speaker's by tone, or the next
@@ -303,7 +312,9 @@ class OpenAIServer(ThreadedServer):
                 rate, pcm = source.getframerate(), source.readframes(source.getnframes())
         recognizer = self.recognizer
         if recognizer is not None:
+            heard = time.perf_counter()
             text = await asyncio.to_thread(recognizer.transcribe, pcm, rate)
+            self.note_transcript_lag(time.perf_counter() - heard)
         else:
             text = self.scripted_transcript(pcm, rate)
         return web.json_response({"text": text})

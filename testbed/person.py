@@ -96,7 +96,7 @@ class Person:
         self.agent_states: list[str] = []
         self.agent_state_at: list[tuple[str, float]] = []  # each change, when it arrived
         self.speech_ended_at: list[float] = []
-        self.underruns = 0  # silences the microphone let into speech (this process stalled)
+        self.underruns = 0  # gaps the microphone let into speech (this process stalled)
         self.agent_identity: str | None = None
         self.agent_left = asyncio.Event()
         self._source = rtc.AudioSource(SAMPLE_RATE, 1)
@@ -166,9 +166,13 @@ class Person:
         # filling the speech with silence, which a VAD would hear as a pause mid-sentence
         current: list[rtc.AudioFrame] = []
         last_voiced = 0.0
+        dry = False
         while True:
-            if current and self._source.queued_duration == 0:
-                self.underruns += 1  # the source ran dry mid-speech: a gap the agent heard
+            # the source ran dry mid-speech: a gap the agent heard. Counted once per gap: after
+            # one, the SDK's estimate of what is queued stays at 0 for a few captures more
+            was_dry, dry = dry, bool(current) and self._source.queued_duration == 0
+            if dry and not was_dry:
+                self.underruns += 1
             if not current and not self._queue.empty():
                 current = list(self._queue.get_nowait())
             # several frames to one capture: each capture is a round trip through the SDK

@@ -42,4 +42,5 @@ async def test_speech_queued_ahead_outlasts_a_stalled_loop(
 async def test_a_microphone_that_ran_dry_mid_speech_says_so(
     livekit: LiveKitServer, tmp_path: Path
 ) -> None:
-    assert await speak_through_stalls(livekit, tmp_path, lead_s=0.1) > 0
+    # each stall outlasts what is queued: one gap each, however many captures it took to end
+    assert 1 <= await speak_through_stalls(livekit, tmp_path, lead_s=0.1) <= 3
