@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import threading
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -26,9 +28,12 @@ from tools.dispatch import dispatch_metadata
 from .audio_io import SAMPLE_RATE, silence
 from .waiting import wait_until
 
+logger = logging.getLogger(__name__)
+
 # int16 RMS; espeak speech and the test server's tone are in the thousands, silence is 0
 SOUND_RMS = 200.0
 CHUNK_FRAMES = 5  # 100 ms of speech per capture
+SOURCE_CLOSE_WAIT_S = 10.0
 LISTEN_FRAME_MS = 20  # the agent's audio as it is heard: a sound's start known to 20 ms
 
 
@@ -132,7 +137,29 @@ class Person:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.room.disconnect()
-        await self._source.aclose()
+        await self._close_source()
+
+    async def _close_source(self) -> None:
+        """livekit's native audio-source thread has been seen spinning at real-time
+        priority, and closing the source then waits for it forever inside a native call on
+        this loop: the suite hung. Closed on a daemon thread instead, such a person leaves
+        after ``SOURCE_CLOSE_WAIT_S`` and the process can still exit."""
+        loop = asyncio.get_running_loop()
+        closed = loop.create_future()
+
+        def close() -> None:
+            asyncio.run(self._source.aclose())
+            loop.call_soon_threadsafe(lambda: closed.done() or closed.set_result(None))
+
+        threading.Thread(target=close, name="audio-source-close", daemon=True).start()
+        try:
+            await asyncio.wait_for(closed, SOURCE_CLOSE_WAIT_S)
+        except TimeoutError:
+            logger.warning(
+                "%s: livekit's audio source did not close within %.0f s; leaving it",
+                self.identity,
+                SOURCE_CLOSE_WAIT_S,
+            )
 
     async def __aenter__(self) -> Person:
         return await self.join()
