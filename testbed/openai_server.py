@@ -130,7 +130,7 @@ class OpenAIServer(ThreadedServer):
         self.recognizer: Recognizer | None = None
         # realtime events by type, both ways: session.update, ...delta, ...completed
         self.realtime_events: Counter[str] = Counter()
-        # seconds each realtime transcript came later than ``delays`` says it should
+        # seconds each transcript (realtime or whole) came later than ``delays`` says
         self.transcript_lags_s: list[float] = []
         self.latency_s = 0.0  # added to every response, e.g. to simulate a slow model
         # the agent's speech lasts this long per character of its text (None: 0.3 s a reply)

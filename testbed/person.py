@@ -147,9 +147,21 @@ class Person:
         loop = asyncio.get_running_loop()
         closed = loop.create_future()
 
+        def settle(error: BaseException | None) -> None:
+            if closed.done():
+                return
+            if error is None:
+                closed.set_result(None)
+            else:
+                closed.set_exception(error)
+
         def close() -> None:
-            asyncio.run(self._source.aclose())
-            loop.call_soon_threadsafe(lambda: closed.done() or closed.set_result(None))
+            error: BaseException | None = None
+            try:
+                asyncio.run(self._source.aclose())
+            except Exception as exc:  # said on the test's loop, not lost on this thread
+                error = exc
+            loop.call_soon_threadsafe(settle, error)
 
         threading.Thread(target=close, name="audio-source-close", daemon=True).start()
         try:
