@@ -4,12 +4,14 @@ the test's environment, its output kept in a file, stopped by its pid."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import ClassVar
@@ -102,6 +104,14 @@ class Worker:
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.output().splitlines()[-lines:])
+
+    def running_jobs(self) -> int:
+        """Jobs the worker counts against its capacity, from livekit's own ``/worker``
+        endpoint: a conversation still closing counts until its process has finished."""
+        url = f"http://127.0.0.1:{self.env['AGENT_HTTP_PORT']}/worker"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            # protobuf's JSON leaves out a field that is zero
+            return int(json.load(response).get("active_jobs", 0))
 
     def job_processes(self) -> list[psutil.Process]:
         """The worker's children that run (or wait to run) jobs."""

@@ -217,6 +217,12 @@ async def test_four_rooms_at_once_are_each_answered_and_keep_their_own_memory(
 ) -> None:
     people = four_people(str(run))
     script_introductions(server, people)
+    # the earlier runs' sessions close for a few seconds after their people leave, and the
+    # worker counts them until they have: on a worker left full, a fourth room is refused
+    await wait_until(
+        lambda: worker.running_jobs() == 0, 60, what="earlier conversations closed", every_s=0.2
+    )
+    full_before = worker.output().count("worker is full")
 
     async def visit(who: str) -> list[str]:
         async with worker.person(who, room()) as person:
@@ -231,6 +237,7 @@ async def test_four_rooms_at_once_are_each_answered_and_keep_their_own_memory(
     heard = await asyncio.gather(*(visit(who) for who in people))
 
     assert all("Nice to meet you." in said for said in heard)
+    assert worker.output().count("worker is full") == full_before, "the rooms met a full worker"
     # every save went to the user who said it, and to no one else
     assert {who: memories(workdir, who) for who in people} == {who: {"name": who} for who in people}
 
