@@ -49,9 +49,13 @@ class Worker:
         workdir: Path,
         *,
         program: Path = ROOT / "agent.py",
+        nice: int = 0,
         **env: str,
     ) -> None:
+        """``nice``: the worker and every process it starts run at this CPU priority (see
+        bench/turns.py, where the people and the provider must not wait for the agents)."""
         self.program = program
+        self.nice = nice
         self.workdir = workdir
         self.livekit = livekit
         # dispatched by name, so rooms reach this worker even with others on the server
@@ -71,9 +75,13 @@ class Worker:
         )
 
     def start(self, timeout_s: float = 90.0) -> Worker:
+        command = [sys.executable, str(self.program), "start"]
+        if self.nice:
+            # set before the program runs, so every thread and job process inherits it
+            command = ["nice", "-n", str(self.nice), *command]
         log = open(self.log_path, "ab")  # noqa: SIM115 - the worker keeps it open
         self.process = subprocess.Popen(
-            [sys.executable, str(self.program), "start"],
+            command,
             cwd=self.workdir,
             env=self.env,
             stdout=log,

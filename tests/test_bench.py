@@ -8,7 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
+
+from bench.turns import AGENT_NICE, agent_worker
+from room.livekit_server import LiveKitServer
+from testbed.openai_server import OpenAIServer
+from testbed.waiting import wait_until_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -130,3 +136,23 @@ def test_a_quick_sizing_bench_counts_what_a_turn_costs_each_service(
     assert 0 < small["worker_machines"] < large["worker_machines"]
     assert len(fleet["limits"]) == 6
     assert "| limit | reached at conversations |" in result.stdout
+
+
+@pytest.mark.parametrize("agent", ["this", "livekit"])
+def test_bench_turns_runs_each_agent_below_the_people_and_the_provider(
+    agent: str, livekit: LiveKitServer, openai_server: OpenAIServer, tmp_path: Path
+) -> None:
+    """Every thread of the worker and of the job processes it keeps ready: a starved test
+    microphone is a pause the agent hears that nobody made."""
+    env = {"OPENAI_BASE_URL": openai_server.base_url, "OPENAI_API_KEY": "bench-key"}
+    with agent_worker(agent, livekit, tmp_path, env) as worker:
+        assert worker.process is not None
+        wait_until_sync(lambda: len(worker.job_processes()) >= 2, 60, what="job processes")
+        tree = [psutil.Process(worker.process.pid), *worker.job_processes()]
+        priorities = {
+            (process.pid, thread.id): os.getpriority(os.PRIO_PROCESS, thread.id)
+            for process in tree
+            for thread in process.threads()
+        }
+    assert set(priorities.values()) == {AGENT_NICE}, priorities
+    assert os.getpriority(os.PRIO_PROCESS, 0) < AGENT_NICE  # below this process: the people
