@@ -30,6 +30,7 @@ from tests.support.rooms import (
     KEY,
     ask,
     greeted,
+    heard_greeting_out,
     job_pids,
     memories,
     room,
@@ -44,7 +45,7 @@ async def test_a_person_joining_a_new_room_is_greeted_by_a_job_process(
 ) -> None:
     name = room()
     async with worker.person("greta", name) as greta:
-        await greeted(greta)
+        await heard_greeting_out(greta)
 
     assert greta.said_by_agent()[0] == GENERIC_GREETING  # a new user
     assert greta.heard.peak_rms > 1000  # real sound, not silence

@@ -66,6 +66,13 @@ async def greeted(person: Person) -> None:
     await person.until(lambda: person.heard.sound_starts and person.said_by_agent(), 30, "greeting")
 
 
+async def heard_greeting_out(person: Person) -> None:
+    """The greeting began and played out: what they heard of it is all there was (leaving
+    as soon as it began would count only the part that came before its words did)."""
+    await greeted(person)
+    await person.until_quiet(0.5)
+
+
 async def greeting_said(person: Person) -> None:
     """The greeting's words arrived. Where many rooms start at once on two cores, the
     person's media path can still be opening while the greeting plays: what they must hear
