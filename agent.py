@@ -328,6 +328,10 @@ async def entrypoint(ctx: JobContext) -> None:
             participant_identity=identity,
             audio_output=job.voice is None,
         ),
+        # livekit's session host answers anyone in the room on its remote-session topic
+        # (the instructions with this person's memories, the conversation, a turn run as
+        # theirs) and broadcasts every session event to all of them
+        session_host=False,
     )
     gc.freeze()  # what the session built lives as long as it: out of the collector's way
     if expected is not None and not await expected_person_joined(ctx, settings, expected, user_id):

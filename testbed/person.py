@@ -21,6 +21,7 @@ from livekit.agents.types import (
     ATTRIBUTE_TRANSCRIPTION_TRACK_ID,
     TOPIC_TRANSCRIPTION,
 )
+from livekit.agents.voice.remote_session import TOPIC_SESSION_MESSAGES
 
 from room.livekit_server import API_KEY, API_SECRET
 from tools.dispatch import dispatch_metadata
@@ -102,6 +103,8 @@ class Person:
         self.agent_state_at: list[tuple[str, float]] = []  # each change, when it arrived
         self.speech_ended_at: list[float] = []
         self.underruns = 0  # gaps the microphone let into speech (this process stalled)
+        # what came on livekit's remote-session topic (its session events and answers)
+        self.session_messages: list[bytes] = []
         self.agent_identity: str | None = None
         self.agent_left = asyncio.Event()
         self._source = rtc.AudioSource(SAMPLE_RATE, 1)
@@ -116,6 +119,7 @@ class Person:
         self.room.on("participant_connected", self._on_participant)
         self.room.on("participant_disconnected", self._on_left)
         self.room.register_text_stream_handler(TOPIC_TRANSCRIPTION, self._on_text)
+        self.room.register_byte_stream_handler(TOPIC_SESSION_MESSAGES, self._on_session_message)
         await self.room.connect(
             self.url,
             self.access_token or token(self.identity, self.room_name, agent=self.agent),
@@ -292,6 +296,12 @@ class Person:
             track = attributes.get(ATTRIBUTE_TRANSCRIPTION_TRACK_ID)
             speaker = "user" if track and track == self._mic_track_sid else "agent"
             self.lines.append(Line(speaker, text.strip(), time.perf_counter()))
+
+        self._spawn(read())
+
+    def _on_session_message(self, reader: rtc.ByteStreamReader, sender: str) -> None:
+        async def read() -> None:
+            self.session_messages.append(b"".join([chunk async for chunk in reader]))
 
         self._spawn(read())
 
