@@ -58,16 +58,32 @@ class ProcessTree:
         return 100 * self.cpu_s_used() / wall_s if wall_s > 0 else 0.0
 
 
-def machine_cpu_times() -> tuple[float, float]:
-    """The machine's CPU seconds so far, and the part the host gave to others (steal): on a
-    shared VM a busy neighbour slows every process here at once."""
+@dataclass(frozen=True)
+class MachineTimes:
+    """The machine's CPU seconds so far, all cores together: in all, idle, and the part the
+    VM's host gave to others (steal: on a shared VM a busy neighbour slows every process)."""
+
+    total: float
+    idle: float
+    steal: float
+
+
+def machine_cpu_times() -> MachineTimes:
     times = psutil.cpu_times()
-    return sum(times), getattr(times, "steal", 0.0)
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    return MachineTimes(sum(times), idle, getattr(times, "steal", 0.0))
 
 
-def stolen_pct(before: tuple[float, float], after: tuple[float, float]) -> float | None:
-    total, steal = after[0] - before[0], after[1] - before[1]
-    return round(100 * steal / total, 1) if total > 0 else None
+def stolen_pct(before: MachineTimes, after: MachineTimes) -> float | None:
+    total = after.total - before.total
+    return round(100 * (after.steal - before.steal) / total, 1) if total > 0 else None
+
+
+def busy_pct(before: MachineTimes, after: MachineTimes) -> float | None:
+    """How much of the machine was in use between the two: at 100 % every process waits its
+    turn for a core, and each reply's wait grows with the queue, not with its own work."""
+    total = after.total - before.total
+    return round(100 * (1 - (after.idle - before.idle) / total), 1) if total > 0 else None
 
 
 class TreeSampler:

@@ -43,7 +43,13 @@ from livekit import api
 from bench.ai_endpoint import AIEndpoint
 from bench.figures import ms, percentile, ratio
 from bench.options import people_options
-from bench.process_tree import ProcessTree, TreeSampler, machine_cpu_times, stolen_pct
+from bench.process_tree import (
+    ProcessTree,
+    TreeSampler,
+    busy_pct,
+    machine_cpu_times,
+    stolen_pct,
+)
 from bench.provenance import stamp
 from bench.readme import publish
 from bench.turns_report import chart, table
@@ -263,7 +269,7 @@ async def measure(worker: Worker, ai: AIEndpoint, n: int, speech: list[Spoken]) 
         )
     tree = sampler.tree
     wall = time.perf_counter() - started
-    stolen = stolen_pct(machine_before, machine_cpu_times())
+    machine_after = machine_cpu_times()
     turns = [t for v in visits for t in v.turns]
     asked = replies() - replies_before
     lags = ai.counters()["transcript_lags_s"][lags_before:]
@@ -291,7 +297,9 @@ async def measure(worker: Worker, ai: AIEndpoint, n: int, speech: list[Spoken]) 
         # ...and the provider's stand-in's: its recognizer shares the machine with the agents
         "transcript_lag_p95_ms": ms(percentile(lags, 0.95)),
         # ...and the machine's: CPU time the VM's host gave to others
-        "host_stole_pct": stolen,
+        "host_stole_pct": stolen_pct(machine_before, machine_after),
+        # ...and how full the machine was: everything above, the agent's included
+        "machine_busy_pct": busy_pct(machine_before, machine_after),
         "cpu_s_per_conversation_minute": round(tree.cpu_s_used() / n / (wall / 60), 1),
         "uss_mb_per_conversation": round((tree.peak_uss_mb - idle_uss) / n, 1),
         "pss_mb_per_conversation": round((tree.peak_pss_mb - idle_pss) / n, 1),

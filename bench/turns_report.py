@@ -30,8 +30,9 @@ def table(results: dict[str, Any]) -> str:
         "",
         "| agent | N | greeted | LLM calls per utterance | CPU s per conversation-minute "
         "| USS / PSS per conversation | returning person's greeting | new person's "
-        "| test microphones' gaps | test provider's transcript lag p95 | CPU the host took |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| test microphones' gaps | test provider's transcript lag p95 | CPU the host took "
+        "| machine busy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, agent in results["agents"].items():
         returning = f"{agent['returning_greeting_ms']} ms"
@@ -46,7 +47,7 @@ def table(results: dict[str, Any]) -> str:
                 f"{returning} | {agent['new_person_greeting_ms']} ms | "
                 f"{row.get('microphone_gaps', '')} | "
                 f"{lag_ms(row.get('transcript_lag_p95_ms'))} | "
-                f"{pct(row.get('host_stole_pct'))} |"
+                f"{pct(row.get('host_stole_pct'))} | {pct(row.get('machine_busy_pct'))} |"
             )
     goals = results["goals"]
     lines += [
