@@ -139,7 +139,10 @@ async def test_a_question_and_a_short_answer_are_committed_without_the_maximum_w
     assert events["conversation.item.input_audio_transcription.delta"] >= 3
     assert heard.count("/audio/transcriptions") == 0
     # one model call per turn: the reply begun before the turn was committed was the one used
-    assert replies_to(heard) == [QUESTION.lower(), "yes"]
+    # (the words are the test recognizer's: under a loaded machine it once gave the question
+    # without its last word, which the agent answered as it should, once)
+    question, answer = replies_to(heard)
+    assert question in QUESTION.lower() and "weather" in question and answer == "yes"
     log = turn_worker.output()
     assert log.count("using preemptive generation") >= 2
     assert "preemptive generation invalidated" not in log
