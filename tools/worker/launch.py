@@ -19,7 +19,7 @@ from ..memory import store_left_writes
 from ..providers import import_plugin, uses_google
 from ..settings import Settings
 from .console import portaudio_installed
-from .process import import_ahead, settle_heap
+from .process import build_first_use, import_ahead, settle_heap
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ def prepare_process(settings: Settings, command: str) -> None:
         # stall is worth a line when a person would notice it
         os.environ.setdefault("LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS", "500")
     import_ahead()
+    build_first_use()
     warm_tls()  # the CA bundle parsed here, not on the first job's event loop
     settle_heap()
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pool import warm_tls
 
-from .process import import_ahead
+from .process import build_first_use, import_ahead
 
 import_ahead()
+build_first_use()
 warm_tls()
