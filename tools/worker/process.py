@@ -104,7 +104,10 @@ def build_models(module: ModuleType) -> None:
             and value is not pydantic.BaseModel
             and not value.__pydantic_complete__
         ):
-            value.model_rebuild(raise_errors=False)
+            # A model that cannot be built here is built on its first use, as before;
+            # a warm-up must never stop a worker from starting.
+            with contextlib.suppress(Exception):
+                value.model_rebuild(raise_errors=False)
 
 
 def settle_heap() -> None:
