@@ -27,7 +27,6 @@ from livekit.agents import (
     llm,
 )
 from livekit.agents.voice import ModelSettings, room_io
-from livekit.plugins import silero
 
 from pool import ConfigError, install_log_redaction, warm_tls
 from tools.conversation import (
@@ -80,6 +79,7 @@ from tools.worker import (
     settings_for,
     settle_heap,
     show_agent_words,
+    silence_detector,
     store_left_writes_at_start,
 )
 
@@ -249,7 +249,7 @@ def prewarm(proc: JobProcess) -> None:
         import_plugin()  # plugins register on a process's main thread: here, not in a job
     proc.userdata["settings"] = settings
     # the VAD only says that speech stopped; whether the turn ended is for the words to say
-    proc.userdata["vad"] = silero.VAD.load(min_silence_duration=settings.vad_silence_s)
+    proc.userdata["vad"] = silence_detector(settings.vad_silence_s)
     # the sentences said in trouble, from disk: a few small files, read before any job
     proc.userdata["phrases"] = loaded_phrases(settings)
     import_ahead()

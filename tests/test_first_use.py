@@ -18,6 +18,7 @@ from livekit.agents.tokenize import _basic_hyphenator
 from livekit.plugins.openai import stt
 from openai._utils._transform import get_type_hints
 from openai.types.chat import ChatCompletionChunk
+from tools.worker import silence_detector
 
 print(json.dumps({{
     "hyphenator": _basic_hyphenator._get_hyphenator.cache_info().currsize,
@@ -28,6 +29,7 @@ print(json.dumps({{
     "numpy_fft": "numpy.fft" in sys.modules,
     "openai_chat": "openai.resources.chat.completions.completions" in sys.modules,
     "request_hints": get_type_hints.cache_info().currsize,
+    "vad": silence_detector.cache_info().currsize,
 }}))
 """
 
@@ -51,6 +53,7 @@ def test_a_job_process_starts_with_what_its_first_turn_would_build() -> None:
     assert built["uname"], "openai's headers would run `uname -p` in each job"
     assert built["numpy_fft"] and built["openai_chat"], built
     assert isinstance(built["request_hints"], int) and built["request_hints"] > 0, built
+    assert built["vad"] == 1, "each job process would open silero's ONNX session itself"
 
 
 def test_without_the_preload_the_first_turn_builds_it() -> None:
@@ -58,3 +61,4 @@ def test_without_the_preload_the_first_turn_builds_it() -> None:
     # leave it to the first turn
     bare = first_use_state("agent")
     assert bare["hyphenator"] == 0 and not bare["chat_message"] and not bare["chunk"], bare
+    assert bare["vad"] == 0, bare

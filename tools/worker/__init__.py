@@ -13,7 +13,7 @@ from .launch import (
     settings_for,
     store_left_writes_at_start,
 )
-from .process import import_ahead, settle_heap
+from .process import import_ahead, settle_heap, silence_detector
 
 __all__ = [
     "CAPACITY",
@@ -29,5 +29,6 @@ __all__ = [
     "settings_for",
     "settle_heap",
     "show_agent_words",
+    "silence_detector",
     "store_left_writes_at_start",
 ]

@@ -4,6 +4,7 @@ collector's way once it is ready."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import importlib
 import platform
@@ -11,6 +12,8 @@ from types import ModuleType
 
 import pydantic
 from livekit.agents.tokenize.basic import hyphenate_word
+from livekit.agents.vad import VAD
+from livekit.plugins import silero
 
 # modules the first turn would import on the job's event loop, each 100-230 ms (livekit's
 # loop monitor named them): imported in prewarm, before any person waits
@@ -46,6 +49,14 @@ def import_ahead() -> None:
     for name in FIRST_TURN_IMPORTS:
         with contextlib.suppress(ImportError):  # a module an upgrade moved costs its stall
             importlib.import_module(name)
+
+
+@functools.cache
+def silence_detector(silence_s: float) -> VAD:
+    """Silero's VAD, once per process image: opening its ONNX session takes ~30 ms of CPU.
+    Opened in livekit's forkserver, every job process inherits it; onnxruntime starts no
+    thread for it (its one intra-op thread is the caller's), so the fork copies no held lock."""
+    return silero.VAD.load(min_silence_duration=silence_s)
 
 
 def build_first_use() -> None:
