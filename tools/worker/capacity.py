@@ -51,16 +51,22 @@ class ConversationServer(AgentServer):
     def _conversation_load(self) -> float:
         running = len(self.active_jobs)
         CONVERSATIONS.set(running)
-        full = running >= self.capacity
+        # livekit asks for this just before it decides on a room, and decides on the rooms
+        # still starting too: a worker whose places are taken by rooms not yet running
+        # refuses the next one, and says so like any full worker
+        starting = self._reserved_slots
+        taken = running + starting
+        full = taken >= self.capacity
         if full and not self._full:
             FULL.inc()
             logger.warning(
-                "worker is full: %d of %d conversations; new rooms go to other workers "
-                "(raise MAX_CONVERSATIONS or add a worker)",
-                running,
+                "worker is full: %d of %d conversations (%d starting); new rooms go to other "
+                "workers (raise MAX_CONVERSATIONS or add a worker)",
+                taken,
                 self.capacity,
+                starting,
             )
         elif self._full and not full:
-            logger.info("worker takes rooms again: %d of %d conversations", running, self.capacity)
+            logger.info("worker takes rooms again: %d of %d conversations", taken, self.capacity)
         self._full = full
         return running / self.capacity
