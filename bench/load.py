@@ -158,6 +158,9 @@ async def run_agent(
         # one conversation first: models loaded, phrases rendered, processes warm
         await conversation(worker, speech, 1, 0.0)
         for n in people:
+            # a row is its own N conversations: the last row's, still closing, would take
+            # places of this one's at a worker with a capacity
+            await worker.until_idle()
             row = await measure(worker, ai, n, speech, turns)
             print(f"{name:7} {json.dumps(row)}", flush=True)
             rows.append(row)

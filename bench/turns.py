@@ -355,6 +355,9 @@ async def run_agent(
                     await page.aclose()
         result["new_person_greeting_ms"] = ms(await greeting_only(worker, "newcomer"))
         for n in people:
+            # a row is its own N conversations: the last row's, still closing, would take
+            # places of this one's at a worker with a capacity
+            await worker.until_idle()
             row = await measure(worker, ai, n, speech)
             print(f"{name:8} {json.dumps(row)}", flush=True)
             result["rows"].append(row)

@@ -22,6 +22,7 @@ from room.livekit_server import API_KEY, API_SECRET, LiveKitServer
 from room.ports import free_tcp_port
 
 from .person import Person
+from .waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 # the variables of the agent's own settings: a test's worker sees only those it is given
@@ -120,6 +121,17 @@ class Worker:
         with urllib.request.urlopen(url, timeout=10) as response:
             # protobuf's JSON leaves out a field that is zero
             return int(json.load(response).get("active_jobs", 0))
+
+    async def until_idle(self, timeout_s: float = 60.0) -> None:
+        """Until the conversations already over have closed: they count against the
+        worker's capacity for the seconds they take to, and a burst of rooms arriving
+        meanwhile finds fewer places than its size (the last of them refused)."""
+        await wait_until(
+            lambda: self.running_jobs() == 0,
+            timeout_s,
+            what="earlier conversations closed",
+            every_s=0.2,
+        )
 
     def job_processes(self) -> list[psutil.Process]:
         """The worker's children that run (or wait to run) jobs."""

@@ -219,9 +219,7 @@ async def test_four_rooms_at_once_are_each_answered_and_keep_their_own_memory(
     script_introductions(server, people)
     # the earlier runs' sessions close for a few seconds after their people leave, and the
     # worker counts them until they have: on a worker left full, a fourth room is refused
-    await wait_until(
-        lambda: worker.running_jobs() == 0, 60, what="earlier conversations closed", every_s=0.2
-    )
+    await worker.until_idle()
     full_before = worker.output().count("worker is full")
 
     async def visit(who: str) -> list[str]:
