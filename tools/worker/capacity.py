@@ -45,16 +45,19 @@ class ConversationServer(AgentServer):
         CAPACITY.set(capacity)
 
     def _get_effective_load(self) -> float:
-        # rooms accepted but not yet running count as conversations
-        return (len(self.active_jobs) + self._reserved_slots) / self.capacity
+        running, starting = self._places()
+        return (running + starting) / self.capacity
+
+    def _places(self) -> tuple[int, int]:
+        """Conversations running (a closing one included) and rooms accepted but not yet
+        running: livekit refuses a room on both, so both count."""
+        return len(self.active_jobs), self._reserved_slots
 
     def _conversation_load(self) -> float:
-        running = len(self.active_jobs)
+        # livekit asks for this just before it decides on a room: a worker whose places are
+        # taken, by rooms still starting too, refuses the next one and says so here
+        running, starting = self._places()
         CONVERSATIONS.set(running)
-        # livekit asks for this just before it decides on a room, and decides on the rooms
-        # still starting too: a worker whose places are taken by rooms not yet running
-        # refuses the next one, and says so like any full worker
-        starting = self._reserved_slots
         taken = running + starting
         full = taken >= self.capacity
         if full and not self._full:
