@@ -12,7 +12,11 @@ A real LiveKit server, one worker at a time, and the AI provider in a process of
 recognizer, pocketsphinx over the corpus, behind both transcription endpoints, so a sentence
 cut by a pause is heard cut). People speak the corpus in espeak-ng: complete questions,
 sentences with a 0.5, 0.8 and 1.2 s pause after a word that cannot end them, sentences that
-could end at their pause, and short answers. N people at once (N = 1 and 8).
+could end at their pause, and short answers. N people at once (N = 1 and 8): they join half
+a second apart, and once all N have been greeted each begins to speak, still half a second
+apart, so that every turn measured is one of N conversations under way (eight joins at once
+are the test's own WebRTC work and livekit-server's, on the same two cores; what a join costs
+the person joining is the row's greeting time).
 
 Per agent and utterance kind: end of speech → first reply sound p50/p95; utterances split
 (the agent answered in the pause); talk-over (the agent began while the person spoke); the
@@ -167,6 +171,25 @@ class Visit:
     underruns: int = 0  # gaps this process's stalls let into the person's speech
 
 
+class Gathering:
+    """Until everyone of a row is in: each person says when they have been greeted (or were
+    not, and are leaving), and nobody begins to speak before all of them have."""
+
+    def __init__(self, people: int) -> None:
+        self._waiting_for = people
+        self._everyone_in = asyncio.Event()
+        if people <= 0:
+            self._everyone_in.set()
+
+    def arrived(self) -> None:
+        self._waiting_for -= 1
+        if self._waiting_for <= 0:
+            self._everyone_in.set()
+
+    async def everyone_in(self) -> None:
+        await self._everyone_in.wait()
+
+
 async def greeted(person: Person, joined: float) -> float | None:
     heard = await person.first_sound_within(joined, GREETING_GIVE_UP_S)
     return None if heard is None else heard - joined
@@ -177,40 +200,58 @@ async def talk(
     identity: str,
     speech: list[Spoken],
     delay_s: float,
+    gathering: Gathering,
     replies: Callable[[], int] | None = None,
 ) -> Visit:
-    """``replies``: the model's reply calls so far, read around each utterance (one person
+    """Join after ``delay_s``, and once ``gathering`` has everyone, speak after ``delay_s``
+    more. ``replies``: the model's reply calls so far, read around each utterance (one person
     talking alone, so every call is theirs)."""
-    await asyncio.sleep(delay_s)
     visit = Visit()
-    person = worker.person(identity, f"turns-{uuid.uuid4().hex[:8]}", lead_s=MICROPHONE_LEAD_S)
-    joined = time.perf_counter()
-    async with person:
-        visit.greeting_s = await greeted(person, joined)
-        if visit.greeting_s is None:
-            return visit
-        await person.until_quiet()
-        for utterance, spoken in zip(CORPUS, speech, strict=True):
-            await asyncio.sleep(0.8)  # a person's pause before they speak
-            asked = await asyncio.to_thread(replies) if replies else 0
-            ended = await person.say_and_wait(spoken.frames)
-            began = ended - len(spoken.frames) * FRAME_MS / 1000
-            heard = await person.first_sound_within(ended, GIVE_UP_S)
-            starts = [t - began for t in person.heard.sound_starts if began < t <= ended]
-            first_end = spoken.parts[0][1]
-            visit.turns.append(
-                Turn(
-                    kind=utterance.kind,
-                    wait_s=None if heard is None else heard - ended,
-                    split=any(first_end < t for t in starts),
-                    talk_over=any(a <= t <= b for t in starts for a, b in spoken.parts),
-                )
-            )
-            await person.until_quiet()
-            if replies:
-                visit.turns[-1].llm_calls = await asyncio.to_thread(replies) - asked
-        visit.underruns = person.underruns
+    arrived = False
+    try:
+        await asyncio.sleep(delay_s)
+        person = worker.person(identity, f"turns-{uuid.uuid4().hex[:8]}", lead_s=MICROPHONE_LEAD_S)
+        joined = time.perf_counter()
+        async with person:
+            visit.greeting_s = await greeted(person, joined)
+            if visit.greeting_s is not None:
+                await person.until_quiet()
+            arrived = True
+            gathering.arrived()
+            if visit.greeting_s is None:
+                return visit
+            await gathering.everyone_in()
+            await asyncio.sleep(delay_s)
+            await converse(person, visit, speech, replies)
+    finally:
+        if not arrived:  # a person who failed to join must not hold the others back
+            gathering.arrived()
     return visit
+
+
+async def converse(
+    person: Person, visit: Visit, speech: list[Spoken], replies: Callable[[], int] | None
+) -> None:
+    for utterance, spoken in zip(CORPUS, speech, strict=True):
+        await asyncio.sleep(0.8)  # a person's pause before they speak
+        asked = await asyncio.to_thread(replies) if replies else 0
+        ended = await person.say_and_wait(spoken.frames)
+        began = ended - len(spoken.frames) * FRAME_MS / 1000
+        heard = await person.first_sound_within(ended, GIVE_UP_S)
+        starts = [t - began for t in person.heard.sound_starts if began < t <= ended]
+        first_end = spoken.parts[0][1]
+        visit.turns.append(
+            Turn(
+                kind=utterance.kind,
+                wait_s=None if heard is None else heard - ended,
+                split=any(first_end < t for t in starts),
+                talk_over=any(a <= t <= b for t in starts for a, b in spoken.parts),
+            )
+        )
+        await person.until_quiet()
+        if replies:
+            visit.turns[-1].llm_calls = await asyncio.to_thread(replies) - asked
+    visit.underruns = person.underruns
 
 
 async def greeting_only(
@@ -260,10 +301,11 @@ async def measure(worker: Worker, ai: AIEndpoint, n: int, speech: list[Spoken]) 
     settle_heap()
     started, machine_before = time.perf_counter(), machine_cpu_times()
     alone = replies if n == 1 else None
+    gathering = Gathering(n)
     with TreeSampler(worker.process.pid, every_s=SAMPLE_EVERY_S) as sampler:
         visits = await asyncio.gather(
             *(
-                talk(worker, f"turns-{uuid.uuid4().hex[:6]}", speech, 0.5 * i, alone)
+                talk(worker, f"turns-{uuid.uuid4().hex[:6]}", speech, 0.5 * i, gathering, alone)
                 for i in range(n)
             )
         )
@@ -286,9 +328,13 @@ async def measure(worker: Worker, ai: AIEndpoint, n: int, speech: list[Spoken]) 
             "unanswered": sum(t.wait_s is None for t in of_kind),
             "llm_calls": (sum(t.llm_calls or 0 for t in of_kind) if n == 1 and of_kind else None),
         }
+    greetings = [v.greeting_s for v in visits if v.greeting_s is not None]
     return {
         "n": n,
-        "greeted": sum(v.greeting_s is not None for v in visits),
+        "greeted": len(greetings),
+        # N people joining at once: from joining to the agent's first sound
+        "greeting_p50_ms": ms(percentile(greetings, 0.5)),
+        "greeting_p95_ms": ms(percentile(greetings, 0.95)),
         "turns": len(turns),
         "by_kind": by_kind,
         "llm_calls_per_turn": round(asked / len(turns), 2) if turns else None,

@@ -28,8 +28,9 @@ def table(results: dict[str, Any]) -> str:
                 )
     lines += [
         "",
-        "| agent | N | greeted | LLM calls per utterance | CPU s per conversation-minute "
-        "| USS / PSS per conversation | returning person's greeting | new person's "
+        "| agent | N | greeted (p50 / p95 from joining) | LLM calls per utterance "
+        "| CPU s per conversation-minute | USS / PSS per conversation "
+        "| returning person's greeting | new person's "
         "| test microphones' gaps | test provider's transcript lag p95 | CPU the host took "
         "| machine busy |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -40,7 +41,7 @@ def table(results: dict[str, Any]) -> str:
             returning += f"; from the room page {agent['returning_greeting_from_page_ms']} ms"
         for row in agent["rows"]:
             lines.append(
-                f"| {name} | {row['n']} | {row['greeted']}/{row['n']} | "
+                f"| {name} | {row['n']} | {row['greeted']}/{row['n']}{greeting_times(row)} | "
                 f"{row['llm_calls_per_turn']} | "
                 f"{row['cpu_s_per_conversation_minute']} | "
                 f"{row['uss_mb_per_conversation']} / {row['pss_mb_per_conversation']} MB | "
@@ -64,6 +65,12 @@ def table(results: dict[str, Any]) -> str:
         ),
     ]
     return "\n".join(lines)
+
+
+def greeting_times(row: dict[str, Any]) -> str:
+    if row.get("greeting_p50_ms") is None:  # a row measured before they were
+        return ""
+    return f" ({row['greeting_p50_ms']} / {row['greeting_p95_ms']} ms)"
 
 
 def lag_ms(value: float | None) -> str:
