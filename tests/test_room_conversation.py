@@ -273,10 +273,22 @@ async def test_the_pool_panel_answers_only_the_person_its_job_is_for(
         assert owner.agent_identity is not None
 
         async def ask_stats(person: Person) -> str:
+            agent = str(owner.agent_identity)
+            try:
+                return await person.room.local_participant.perform_rpc(
+                    destination_identity=agent, method="getConnectionPoolStats", payload=""
+                )
+            except rtc.RpcError as error:
+                if error.code != rtc.RpcError.ErrorCode.RECIPIENT_DISCONNECTED:
+                    raise
+            # livekit's own transport restarted the agent's connection (seen once in a CI
+            # run on a busy machine): the same job rejoins as the same participant, and
+            # the question is what that session answers
+            await person.until(
+                lambda: agent in person.room.remote_participants, 20, "the agent to rejoin"
+            )
             return await person.room.local_participant.perform_rpc(
-                destination_identity=str(owner.agent_identity),
-                method="getConnectionPoolStats",
-                payload="",
+                destination_identity=agent, method="getConnectionPoolStats", payload=""
             )
 
         stats = json.loads(await ask_stats(owner))
