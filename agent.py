@@ -43,7 +43,6 @@ from tools.conversation import (
     follow_turns,
     forget_greeting,
     identity_user,
-    join_continuation,
     memory_user,
     named_in_room,
     register_pool_panel,
@@ -52,6 +51,7 @@ from tools.conversation import (
     voice_directory,
     voice_id,
     wait_for_person,
+    whole_turns,
 )
 from tools.dispatch import expected_person, is_ready_room
 from tools.memory import (
@@ -124,7 +124,7 @@ class Assistant(Agent):
         tools: list[llm.Tool],
         model_settings: ModelSettings,
     ) -> AsyncIterator[llm.ChatChunk | str | FlushSentinel]:
-        reply = Agent.default.llm_node(self, chat_ctx, tools, model_settings)
+        reply = Agent.default.llm_node(self, whole_turns(chat_ctx), tools, model_settings)
         async for chunk in self.acknowledgement.reply(reply):
             yield chunk
 
@@ -136,15 +136,6 @@ class Assistant(Agent):
 
         async for frame in self.acknowledgement.speak(text, synthesize):
             yield frame
-
-    async def on_user_turn_completed(
-        self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage
-    ) -> None:
-        """The person went on after the agent began: both parts are one turn, answered whole."""
-        joined = join_continuation(turn_ctx, new_message)
-        if joined is not None:
-            turn_ctx.items[:] = joined.items
-            await self.update_chat_ctx(joined)
 
     async def add_memories(self, memories: Sequence[Memory]) -> None:
         """Memories that arrived after the session started join the conversation."""

@@ -6,6 +6,8 @@ import json
 import threading
 
 from livekit.agents import AgentSession
+from livekit.agents.llm import ChatMessage
+from livekit.agents.voice.events import ConversationItemAddedEvent
 
 from agent import Assistant
 from pool import get_pool
@@ -132,3 +134,29 @@ def test_malformed_extractions_are_dropped_item_by_item() -> None:
     assert [(w.key, w.value) for w in parse_facts("ada", reply)] == [("name", "Ada")]
     assert parse_facts("ada", "not json at all") == []
     assert parse_facts("ada", '{"memories": "nope"}') == []
+
+
+class Exchanges(PostTurnWorker):
+    """What ``follow_turns`` hands on, kept instead of processed."""
+
+    def __init__(self) -> None:
+        self.handed: list[tuple[str, str]] = []
+
+    def submit(self, user_text: str, agent_text: str) -> None:
+        self.handed.append((user_text, agent_text))
+
+
+async def test_a_reply_cut_by_the_person_going_on_completes_no_exchange() -> None:
+    session: AgentSession[None] = AgentSession()
+    exchanges = Exchanges()
+    follow_turns(session, exchanges)
+    for role, text, cut in [
+        ("user", "Order a pizza", False),
+        ("assistant", "You said:", True),
+        ("user", "with extra cheese", False),
+        ("assistant", "One pizza with extra cheese.", False),
+    ]:
+        item = ChatMessage(role=role, content=[text], interrupted=cut)  # type: ignore[arg-type]
+        session.emit("conversation_item_added", ConversationItemAddedEvent(item=item))
+    # learned from as the model read it: one turn, answered whole
+    assert exchanges.handed == [("Order a pizza with extra cheese", "One pizza with extra cheese.")]

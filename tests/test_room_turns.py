@@ -148,6 +148,23 @@ async def test_a_question_and_a_short_answer_are_committed_without_the_maximum_w
     assert "preemptive generation invalidated" not in log
 
 
+def preemptive_outcomes(worker: Worker, room_name: str) -> list[str]:
+    """Per reply livekit began before the turn's commit, in ``room_name``: "kept" (it was
+    the reply) or "discarded" (the committed turn differed, and it was generated again)."""
+    outcomes = []
+    for line in worker.output().splitlines():
+        if not line.startswith("{") or "preemptive generation" not in line:
+            continue
+        record = json.loads(line)
+        if record.get("room") != room_name:
+            continue
+        if record["message"] == "using preemptive generation":
+            outcomes.append("kept")
+        elif record["message"].startswith("preemptive generation invalidated"):
+            outcomes.append("discarded")
+    return outcomes
+
+
 async def test_going_on_after_the_agent_began_gets_one_answer_to_the_whole_sentence(
     turn_worker: Worker, server: OpenAIServer, tmp_path: Path
 ) -> None:
@@ -165,7 +182,8 @@ async def test_going_on_after_the_agent_began_gets_one_answer_to_the_whole_sente
         ),
         Rule(text="Your alarm is set for seven.", when=lambda b: "seven" in last_user_text(b)),
     )
-    async with turn_worker.person("lou", room()) as lou:
+    name = room()
+    async with turn_worker.person("lou", name) as lou:
         await greeted(lou)
         # livekit ignores interruptions while its echo canceller warms up (3 s of speech)
         await asyncio.sleep(3.5)
@@ -185,6 +203,9 @@ async def test_going_on_after_the_agent_began_gets_one_answer_to_the_whole_sente
     assert said[-1] == f"{ALARM} {WHEN}".lower(), seen
     assert ALARM.lower() not in said[:-1]  # one user turn, not a fragment and a rest
     assert not any("what time would" in str(m.get("content")) for m in final["messages"])
+    # the answer to the whole was begun as the person finished, and kept: the reply to the
+    # fragment, once cut, no longer holds back the reply to the whole sentence
+    assert preemptive_outcomes(turn_worker, name) == ["kept", "kept"]
 
 
 async def test_a_returning_persons_greeting_plays_from_audio_and_is_rebuilt_when_they_change(

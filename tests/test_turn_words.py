@@ -8,7 +8,7 @@ import time
 import pytest
 from livekit.agents import llm
 
-from tools.conversation import TranscriptTurnDetector, end_of_turn_probability, join_continuation
+from tools.conversation import TranscriptTurnDetector, end_of_turn_probability, whole_turns
 from tools.conversation.turn_taking import UNLIKELY
 
 
@@ -62,28 +62,50 @@ async def test_the_detector_judges_the_last_user_message() -> None:
     assert await detector.supports_language(None)
 
 
+def said(chat: llm.ChatContext) -> list[tuple[str, str | None]]:
+    return [(m.role, m.text_content) for m in chat.items if isinstance(m, llm.ChatMessage)]
+
+
 def test_a_continuation_joins_the_fragment_and_drops_the_cut_reply() -> None:
     chat = llm.ChatContext()
     chat.add_message(role="system", content="You are helpful.")
     chat.add_message(role="assistant", content="Hello!")
     chat.add_message(role="user", content="I need a taxi")
     chat.add_message(role="assistant", content="Sure, where", interrupted=True)
-    new = llm.ChatMessage(role="user", content=["to the airport please"])
+    chat.add_message(role="system", content="Memories: FACT name: Robin")  # arrived meanwhile
+    chat.add_message(role="user", content="to the airport please")
+    before = said(chat)
 
-    joined = join_continuation(chat, new)
+    view = whole_turns(chat)
 
-    assert joined is not None
-    assert new.text_content == "I need a taxi to the airport please"
-    kept = [(m.role, m.text_content) for m in joined.items if isinstance(m, llm.ChatMessage)]
-    assert kept == [("system", "You are helpful."), ("assistant", "Hello!")]
+    assert said(view) == [
+        ("system", "You are helpful."),
+        ("assistant", "Hello!"),
+        ("system", "Memories: FACT name: Robin"),
+        ("user", "I need a taxi to the airport please"),
+    ]
+    assert view.items[-1].id == chat.items[-1].id  # the turn being answered, whole
+    assert said(chat) == before  # a view: the conversation itself is as it happened
+
+
+def test_a_sentence_continued_twice_and_a_reply_never_spoken_are_one_turn() -> None:
+    chat = llm.ChatContext()
+    chat.add_message(role="user", content="Send a message")
+    chat.add_message(role="assistant", content="To", interrupted=True)
+    chat.add_message(role="user", content="to my brother")  # the reply to this never began
+    chat.add_message(role="user", content="saying I am late")
+    assert said(whole_turns(chat)) == [("user", "Send a message to my brother saying I am late")]
 
 
 def test_a_turn_after_a_finished_reply_is_a_turn_of_its_own() -> None:
     chat = llm.ChatContext()
     chat.add_message(role="user", content="What time is it?")
     chat.add_message(role="assistant", content="It is noon.")
-    assert join_continuation(chat, llm.ChatMessage(role="user", content=["thanks"])) is None
+    chat.add_message(role="user", content="thanks")
+    assert said(whole_turns(chat)) == said(chat)
 
     old = llm.ChatContext()
     old.add_message(role="user", content="hello", created_at=time.time() - 60)
-    assert join_continuation(old, llm.ChatMessage(role="user", content=["anyone?"])) is None
+    old.add_message(role="assistant", content="Hi", interrupted=True)
+    old.add_message(role="user", content="anyone?")
+    assert said(whole_turns(old)) == said(old)

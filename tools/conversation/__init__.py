@@ -47,8 +47,8 @@ from .session import (
 from .turn_taking import (
     TranscriptTurnDetector,
     end_of_turn_probability,
-    join_continuation,
     turn_handling,
+    whole_turns,
 )
 from .voice_track import VoiceTrack
 
@@ -84,7 +84,6 @@ __all__ = [
     "greeting_for",
     "greeting_key",
     "identity_user",
-    "join_continuation",
     "memory_user",
     "named_in_room",
     "parallel_ai_calls",
@@ -99,4 +98,5 @@ __all__ = [
     "voice_directory",
     "voice_id",
     "wait_for_person",
+    "whole_turns",
 ]

@@ -150,7 +150,9 @@ class PostTurnWorker:
 
 
 def follow_turns(session: AgentSession[Any], worker: PostTurnWorker) -> None:
-    """Hand every completed exchange (a user message, then the agent's reply) to ``worker``."""
+    """Hand every completed exchange (what the person said, then the agent's reply) to
+    ``worker``. A reply the person cut by going on completes nothing: their words before and
+    after it are one turn, as the model reads them (``whole_turns``)."""
     heard: list[str] = []
 
     def on_item(event: ConversationItemAddedEvent) -> None:
@@ -159,7 +161,7 @@ def follow_turns(session: AgentSession[Any], worker: PostTurnWorker) -> None:
             return
         if item.role == "user":
             heard.append(item.text_content or "")
-        elif item.role == "assistant" and heard:
+        elif item.role == "assistant" and heard and not item.interrupted:
             worker.submit(" ".join(heard), item.text_content or "")
             heard.clear()
 

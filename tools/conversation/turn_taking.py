@@ -11,8 +11,8 @@ download, and it judges speech by its words, where audio end-of-turn models cann
 synthetic speech at all (they give every espeak-ng sentence the same probability).
 
 When the person goes on after the agent began answering a fragment, livekit interrupts the
-reply; :func:`join_continuation` then makes the two parts one user turn, so the next reply
-answers the whole sentence, not its second half.
+reply; :func:`whole_turns` then shows the model the two parts as one user turn, so the next
+reply answers the whole sentence, not its second half.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 UNLIKELY = 0.5
 LIKELY_FINISHED = 0.9
 UNFINISHED = 0.05
+# words after a cut reply continue the person's last words when they came this soon after
+CONTINUATION_S = 8.0
 
 ARTICLES = {"a", "an", "the"}
 PREPOSITIONS = {
@@ -107,38 +109,43 @@ class TranscriptTurnDetector:
         return LIKELY_FINISHED
 
 
-def join_continuation(
-    chat_ctx: llm.ChatContext, new_message: llm.ChatMessage, *, within_s: float = 8.0
-) -> llm.ChatContext | None:
-    """When the person went on after the agent began (its reply to the last user message was
-    interrupted, or never spoken), the conversation with that message and the cut reply taken
-    out and ``new_message`` holding both parts; None when this turn is a turn of its own."""
-    items = chat_ctx.items
-    messages = [
-        i
-        for i, item in enumerate(items)
-        if isinstance(item, llm.ChatMessage) and item.role != "system"
-    ]
-    if not messages:
-        return None
-    last = items[messages[-1]]
-    assert isinstance(last, llm.ChatMessage)
-    if last.role == "assistant" and last.interrupted and len(messages) >= 2:
-        fragment_at, reply_at = messages[-2], messages[-1]
-    elif last.role == "user":
-        fragment_at, reply_at = messages[-1], None
-    else:
-        return None
-    fragment = items[fragment_at]
-    assert isinstance(fragment, llm.ChatMessage)
-    if fragment.role != "user" or new_message.created_at - fragment.created_at > within_s:
-        return None
-    joined = f"{fragment.text_content or ''} {new_message.text_content or ''}".strip()
-    new_message.content = [joined]
-    kept = chat_ctx.copy()
-    drop = {items[fragment_at].id} | ({items[reply_at].id} if reply_at is not None else set())
-    kept.items[:] = [item for item in kept.items if item.id not in drop]
-    return kept
+def whole_turns(chat_ctx: llm.ChatContext, *, within_s: float = CONTINUATION_S) -> llm.ChatContext:
+    """The conversation as the model should read it: where the person went on after the
+    agent began (its reply to their last words was cut, or never spoken), the parts are one
+    user turn and the cut reply is gone, so "Order a pizza" and "with extra cheese" are
+    answered as "Order a pizza with extra cheese". A view: ``chat_ctx`` is left as it was.
+
+    Applied where each reply is generated (``llm_node``), not when the turn is committed, so
+    that the reply livekit begins before the commit (preemptive generation) is generated
+    from the same conversation as the committed turn and is kept, not discarded."""
+    kept: list[llm.ChatItem] = []
+    fragment: int | None = None  # in ``kept``: user words no finished reply has answered
+    cut: list[int] = []  # in ``kept``: replies to ``fragment`` that were cut
+    for item in chat_ctx.items:
+        if not isinstance(item, llm.ChatMessage) or item.role in ("system", "developer"):
+            kept.append(item)
+            continue
+        if item.role == "assistant":
+            if item.interrupted and fragment is not None:
+                cut.append(len(kept))
+            else:
+                fragment, cut = None, []
+            kept.append(item)
+            continue
+        earlier = kept[fragment] if fragment is not None else None
+        if (
+            isinstance(earlier, llm.ChatMessage)
+            and item.created_at - earlier.created_at <= within_s
+        ):
+            joined = f"{earlier.text_content or ''} {item.text_content or ''}".strip()
+            item = item.model_copy(update={"content": [joined]})
+            drop = {fragment, *cut}
+            kept = [k for i, k in enumerate(kept) if i not in drop]
+        fragment, cut = len(kept), []
+        kept.append(item)
+    view = chat_ctx.copy()
+    view.items[:] = kept
+    return view
 
 
 def turn_handling(settings: Settings) -> TurnHandlingOptions:
@@ -162,7 +169,11 @@ def turn_handling(settings: Settings) -> TurnHandlingOptions:
             "min_delay": settings.turn_min_delay_s,
             "max_delay": settings.turn_max_delay_s,
         },
-        # adaptive interruption needs LiveKit Cloud: the VAD needs nothing beyond this process
-        "interruption": {"mode": "vad"},
+        # adaptive interruption needs LiveKit Cloud: the VAD needs nothing beyond this process.
+        # A reply the person speaks over is stopped, not paused to resume if no words follow:
+        # livekit begins no reply before the turn's commit while one is paused, and a person
+        # going on after a pause ("Order a pizza ... with extra cheese") is the turn that
+        # most needs its reply begun early (silero tells speech from noise for the pause)
+        "interruption": {"mode": "vad", "resume_false_interruption": False},
         "preemptive_generation": {"enabled": True, "preemptive_tts": settings.preemptive_tts},
     }
