@@ -14,7 +14,8 @@ cut by a pause is heard cut). People speak the corpus in espeak-ng: complete que
 sentences with a 0.5, 0.8 and 1.2 s pause after a word that cannot end them, sentences that
 could end at their pause, and short answers. N people at once (N = 1 and 8): they join half
 a second apart, and once all N have been greeted each begins to speak, still half a second
-apart, so that every turn measured is one of N conversations under way (eight joins at once
+apart, each the whole corpus from a place of their own (not N people saying one sentence
+at one moment), so that every turn measured is one of N conversations under way (eight joins at once
 are the test's own WebRTC work and livekit-server's, on the same two cores; what a join costs
 the person joining is the row's greeting time).
 
@@ -126,6 +127,17 @@ CORPUS = (
 KINDS = list(dict.fromkeys(u.kind for u in CORPUS))
 
 
+def in_turn(items: list[Any], person: int) -> list[Any]:
+    """What person ``person`` of a row says, in their order: the corpus begun at a place of
+    its own. Conversations under way are not in step: N people saying the same sentence
+    within N half-seconds of one another would make every agent's most expensive turn (a
+    reply cut, then the whole sentence answered) fall on the same two cores at once."""
+    if not items:
+        return items
+    start = person % len(items)
+    return items[start:] + items[:start]
+
+
 def sentences() -> list[str]:
     """What the recognizer can hear: every sentence whole, and each part a pause cuts off."""
     heard: list[str] = []
@@ -202,10 +214,12 @@ async def talk(
     delay_s: float,
     gathering: Gathering,
     replies: Callable[[], int] | None = None,
+    person_in_row: int = 0,
 ) -> Visit:
     """Join after ``delay_s``, and once ``gathering`` has everyone, speak after ``delay_s``
-    more. ``replies``: the model's reply calls so far, read around each utterance (one person
-    talking alone, so every call is theirs)."""
+    more, the corpus in the order of ``person_in_row`` (:func:`in_turn`). ``replies``: the
+    model's reply calls so far, read around each utterance (one person talking alone, so
+    every call is theirs)."""
     visit = Visit()
     arrived = False
     try:
@@ -222,7 +236,8 @@ async def talk(
                 return visit
             await gathering.everyone_in()
             await asyncio.sleep(delay_s)
-            await converse(person, visit, speech, replies)
+            said = in_turn(list(zip(CORPUS, speech, strict=True)), person_in_row)
+            await converse(person, visit, said, replies)
     finally:
         if not arrived:  # a person who failed to join must not hold the others back
             gathering.arrived()
@@ -230,9 +245,12 @@ async def talk(
 
 
 async def converse(
-    person: Person, visit: Visit, speech: list[Spoken], replies: Callable[[], int] | None
+    person: Person,
+    visit: Visit,
+    said: list[tuple[Utterance, Spoken]],
+    replies: Callable[[], int] | None,
 ) -> None:
-    for utterance, spoken in zip(CORPUS, speech, strict=True):
+    for utterance, spoken in said:
         await asyncio.sleep(0.8)  # a person's pause before they speak
         asked = await asyncio.to_thread(replies) if replies else 0
         ended = await person.say_and_wait(spoken.frames)
@@ -305,7 +323,7 @@ async def measure(worker: Worker, ai: AIEndpoint, n: int, speech: list[Spoken]) 
     with TreeSampler(worker.process.pid, every_s=SAMPLE_EVERY_S) as sampler:
         visits = await asyncio.gather(
             *(
-                talk(worker, f"turns-{uuid.uuid4().hex[:6]}", speech, 0.5 * i, gathering, alone)
+                talk(worker, f"turns-{uuid.uuid4().hex[:6]}", speech, 0.5 * i, gathering, alone, i)
                 for i in range(n)
             )
         )

@@ -1,14 +1,15 @@
-"""bench-turns' rows: nobody speaks before everyone of the row is in, and a person who could
-not join does not hold the others back."""
+"""bench-turns' rows: nobody speaks before everyone of the row is in, a person who could not
+join does not hold the others back, and the people of a row are not in step."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any
 
 import pytest
 
-from bench.turns import Gathering, talk
+from bench.turns import CORPUS, Gathering, in_turn, talk
 
 
 async def test_nobody_speaks_before_everyone_is_in() -> None:
@@ -34,3 +35,12 @@ async def test_a_person_who_could_not_join_lets_the_others_begin() -> None:
         await talk(UnreachableRoom(), "lost", [], 0.0, gathering)  # type: ignore[arg-type]
     gathering.arrived()  # the one who joined
     await asyncio.wait_for(gathering.everyone_in(), 1)
+
+
+def test_each_person_of_a_row_says_the_whole_corpus_from_a_place_of_their_own() -> None:
+    orders = [in_turn(list(CORPUS), person) for person in range(8)]
+    assert all(Counter(order) == Counter(CORPUS) for order in orders)
+    # at any moment of the row, its people are saying different sentences
+    for step in range(len(CORPUS)):
+        assert len({order[step] for order in orders}) == len(orders)
+    assert in_turn(list(CORPUS), 0) == list(CORPUS)  # one person alone: the corpus as written
