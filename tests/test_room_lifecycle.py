@@ -211,6 +211,23 @@ async def test_a_burst_of_rooms_on_an_idle_worker_gets_exactly_its_capacity(
         assert "Traceback" not in worker.output()
 
 
+async def test_a_person_arriving_as_a_place_frees_on_a_full_worker_is_answered(
+    livekit: LiveKitServer, openai_server: OpenAIServer, tmp_path: Path
+) -> None:
+    # livekit-server dispatches no room to a worker it last heard was full, and never
+    # retries it: the worker must say a place is free as soon as it is, not at its next
+    # status report (every 2.5 s)
+    env = room_env(openai_server.base_url, OPENAI_API_KEY=KEY, MAX_CONVERSATIONS="1")
+    with Worker(livekit, tmp_path, **env) as worker:
+        async with worker.person("first", room()) as first:
+            await greeted(first)
+            await asyncio.to_thread(worker.wait_for, "worker is full: 1 of 1 conversations", 30)
+        await asyncio.to_thread(worker.wait_for, "worker takes rooms again", 30)
+        async with worker.person("next", room()) as following:
+            await greeted(following)
+        assert "Traceback" not in worker.output()
+
+
 @pytest.mark.parametrize("run", range(5))
 async def test_four_rooms_at_once_are_each_answered_and_keep_their_own_memory(
     run: int, worker: Worker, server: OpenAIServer, workdir: Path, tmp_path: Path

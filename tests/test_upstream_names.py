@@ -27,7 +27,7 @@ def test_the_realtime_stt_overrides_names_livekit_still_has() -> None:
 
 
 def test_the_conversation_server_overrides_names_livekit_still_has() -> None:
-    method, counter = capacity.PRIVATE_API
+    method, counter, status, loop, load = capacity.PRIVATE_API
     upstream = getattr(AgentServer, method, None)
     assert upstream is not None, f"livekit's AgentServer no longer has {method}: adapt it"
     assert capacity.ConversationServer._get_effective_load is not upstream
@@ -36,6 +36,12 @@ def test_the_conversation_server_overrides_names_livekit_still_has() -> None:
     source = inspect.getsource(AgentServer)
     assert f"self.{counter} += 1" in source, f"livekit's AgentServer no longer keeps {counter}"
     assert f"self.{counter} -= 1" in source, f"livekit's AgentServer no longer keeps {counter}"
+    # what sends the worker's status to livekit-server, called when a place frees
+    sends = getattr(AgentServer, status, None)
+    assert sends is not None and inspect.iscoroutinefunction(sends), f"adapt {status}"
+    assert list(inspect.signature(sends).parameters) == ["self"], inspect.signature(sends)
+    assert f"self.{loop} = " in source, f"livekit's AgentServer no longer keeps its loop as {loop}"
+    assert f"load=self.{load}" in source, f"livekit no longer reports the load it keeps as {load}"
 
 
 def test_the_pooled_google_plugins_override_factories_livekit_still_has() -> None:

@@ -9,6 +9,7 @@ says so (a warning and a Prometheus gauge) when it is full and rooms go elsewher
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -25,7 +26,13 @@ FULL = Counter(
 )
 
 # livekit names this module relies on; tests/test_upstream_names.py fails when one goes
-PRIVATE_API = ("_get_effective_load", "_reserved_slots")
+PRIVATE_API = (
+    "_get_effective_load",
+    "_reserved_slots",
+    "_update_worker_status",
+    "_loop",
+    "_worker_load",
+)
 
 
 class ConversationServer(AgentServer):
@@ -42,6 +49,7 @@ class ConversationServer(AgentServer):
         super().__init__(load_fnc=self._conversation_load, load_threshold=1.0, **options)
         self.capacity = capacity
         self._full = False
+        self._telling: set[asyncio.Task[None]] = set()
         CAPACITY.set(capacity)
 
     def _get_effective_load(self) -> float:
@@ -71,5 +79,24 @@ class ConversationServer(AgentServer):
             )
         elif self._full and not full:
             logger.info("worker takes rooms again: %d of %d conversations", taken, self.capacity)
+        load = running / self.capacity
+        if full != self._full:
+            self._tell_server_now(load)
         self._full = full
-        return running / self.capacity
+        return load
+
+    def _tell_server_now(self, load: float) -> None:
+        """livekit sends the worker's status every 2.5 s, and livekit-server dispatches no
+        room to a worker it last heard was full, nor retries one later: a person arriving in
+        the seconds after a place freed sat alone in a silent room. Said at once instead,
+        with the load it goes with (livekit-server weighs both). This runs on livekit's
+        executor thread; the status goes out on the worker's loop."""
+        loop: asyncio.AbstractEventLoop | None = getattr(self, "_loop", None)
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._send_status, load)
+
+    def _send_status(self, load: float) -> None:
+        self._worker_load = load  # what livekit sets from this function's answer, after it
+        task = asyncio.ensure_future(self._update_worker_status())
+        self._telling.add(task)
+        task.add_done_callback(self._telling.discard)
