@@ -383,6 +383,7 @@ async def prepare_assistant(
 def build_server(settings: Settings, command: str = "start") -> AgentServer:
     server = ConversationServer(
         capacity=settings.max_conversations,
+        target_load=settings.server_target_load,
         setup_fnc=prewarm,
         **server_options(settings, command),
     )

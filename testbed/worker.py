@@ -132,6 +132,15 @@ class Worker:
             what="earlier conversations closed",
             every_s=0.2,
         )
+        # ...and a worker that was full has noticed (it checks every half second) and told
+        # livekit-server, which sends no room to a worker it last heard was full
+        output = self.output
+        await wait_until(
+            lambda: output().count("worker takes rooms again") >= output().count("worker is full"),
+            timeout_s,
+            what="the worker to take rooms again",
+            every_s=0.1,
+        )
 
     def job_processes(self) -> list[psutil.Process]:
         """The worker's children that run (or wait to run) jobs."""

@@ -6,6 +6,7 @@ Here: rooms nobody joins, rooms at once, SIGTERM mid-conversation, the server re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from pathlib import Path
@@ -225,6 +226,24 @@ async def test_a_person_arriving_as_a_place_frees_on_a_full_worker_is_answered(
         await asyncio.to_thread(worker.wait_for, "worker takes rooms again", 30)
         async with worker.person("next", room()) as following:
             await greeted(following)
+        assert "Traceback" not in worker.output()
+
+
+async def test_a_worker_is_sent_as_many_conversations_as_its_capacity(
+    livekit: LiveKitServer, openai_server: OpenAIServer, tmp_path: Path
+) -> None:
+    # livekit-server sends a worker no room once its reported load reaches the server's
+    # target load (0.7 by default): reported as a share of 1.0, a worker of four places
+    # was sent no fourth room (3 of 4 is 0.75), and that person sat alone
+    env = room_env(openai_server.base_url, OPENAI_API_KEY=KEY, MAX_CONVERSATIONS="4")
+    with Worker(livekit, tmp_path, **env) as worker:
+        async with contextlib.AsyncExitStack() as stack:
+            for who in ("ann", "ben", "cat"):
+                await greeted(await stack.enter_async_context(worker.person(who, room())))
+            await asyncio.sleep(3.0)  # livekit-server has heard the load of three
+            async with worker.person("dan", room()) as dan:
+                await greeted(dan)
+            await asyncio.to_thread(worker.wait_for, "worker is full: 4 of 4 conversations", 30)
         assert "Traceback" not in worker.output()
 
 

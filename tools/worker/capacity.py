@@ -3,7 +3,8 @@
 livekit's default load is the machine's CPU over a few seconds. On a small machine it
 spikes while job processes start, so a burst of rooms could be refused mid-burst by a
 worker with spare capacity, leaving a person alone in a silent room. Here the load is
-``active conversations / MAX_CONVERSATIONS``: the worker takes exactly that many, and
+``active conversations / MAX_CONVERSATIONS``, reported to livekit-server as that share of
+its target load, and told as soon as it changes: the worker takes exactly that many, and
 says so (a warning and a Prometheus gauge) when it is full and rooms go elsewhere.
 """
 
@@ -45,10 +46,16 @@ class ConversationServer(AgentServer):
     weighs what it is, one conversation, whether it has started or not.
     """
 
-    def __init__(self, *, capacity: int, **options: Any) -> None:
+    def __init__(self, *, capacity: int, target_load: float = 0.7, **options: Any) -> None:
+        """``target_load``: livekit-server's ``agents.target_load``. It weighs a worker by
+        ``target_load - load`` and sends it no room once that is 0, so the load reported is
+        the conversations' share of it: a full worker reports ``target_load``. As a share of
+        1.0, a worker of 8 places was sent no room past its sixth (0.75)."""
         super().__init__(load_fnc=self._conversation_load, load_threshold=1.0, **options)
         self.capacity = capacity
+        self.target_load = target_load
         self._full = False
+        self._told = (0, False)  # the conversations and fullness livekit-server last heard
         self._telling: set[asyncio.Task[None]] = set()
         CAPACITY.set(capacity)
 
@@ -79,18 +86,20 @@ class ConversationServer(AgentServer):
             )
         elif self._full and not full:
             logger.info("worker takes rooms again: %d of %d conversations", taken, self.capacity)
-        load = running / self.capacity
-        if full != self._full:
+        load = self.target_load * min(running, self.capacity) / self.capacity
+        if (running, full) != self._told:
             self._tell_server_now(load)
+            self._told = (running, full)
         self._full = full
         return load
 
     def _tell_server_now(self, load: float) -> None:
-        """livekit sends the worker's status every 2.5 s, and livekit-server dispatches no
-        room to a worker it last heard was full, nor retries one later: a person arriving in
-        the seconds after a place freed sat alone in a silent room. Said at once instead,
-        with the load it goes with (livekit-server weighs both). This runs on livekit's
-        executor thread; the status goes out on the worker's loop."""
+        """livekit sends the worker's status every 2.5 s, and livekit-server weighs a worker
+        by the last it heard: it dispatched no room to a worker it thought full, or loaded
+        by conversations that had ended, nor retried one later. A person arriving then sat
+        alone in a silent room (2 of 8 people of a row, now and then). Said as soon as the
+        conversations change instead. This runs on livekit's executor thread; the status
+        goes out on the worker's loop."""
         loop: asyncio.AbstractEventLoop | None = getattr(self, "_loop", None)
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._send_status, load)
