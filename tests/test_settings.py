@@ -38,6 +38,7 @@ def test_defaults_match_the_documented_ones() -> None:
         ({"DRAIN_TIMEOUT_S": "inf"}, "DRAIN_TIMEOUT_S must be a finite number"),
         ({"CALL_DEADLINE_S": "nan"}, "CALL_DEADLINE_S must be a finite number"),
         ({"PROMETHEUS_PORT": "99999"}, "PROMETHEUS_PORT must be a port number from 1 to 65535"),
+        ({"LIVEKIT_TARGET_LOAD": "1.5"}, "LIVEKIT_TARGET_LOAD must be a fraction between 0 and 1"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR"),
         ({"REDIS_SENTINELS": "127.0.0.1"}, "REDIS_SENTINELS must be host:port"),
         ({"REDIS_SENTINELS": "127.0.0.1:26379"}, "REDIS_SENTINELS and REDIS_SENTINEL_MASTER"),

@@ -111,7 +111,7 @@ class Settings(PoolSettings):
     max_conversations: int = setting("MAX_CONVERSATIONS", 8, check="positive")
     # livekit-server's `agents.target_load` (its default): it sends a worker no room once
     # the load the worker reports reaches it, so a full worker reports exactly this
-    server_target_load: float = setting("LIVEKIT_TARGET_LOAD", 0.7, check="positive")
+    server_target_load: float = setting("LIVEKIT_TARGET_LOAD", 0.7, check="fraction")
     idle_processes: int = setting("IDLE_PROCESSES", 2, check="non_negative")
     # on SIGTERM, conversations may go on this long before their jobs are ended
     drain_timeout_s: float = setting("DRAIN_TIMEOUT_S", 3600.0, check="positive")
