@@ -14,10 +14,10 @@ cut by a pause is heard cut). People speak the corpus in espeak-ng: complete que
 sentences with a 0.5, 0.8 and 1.2 s pause after a word that cannot end them, sentences that
 could end at their pause, and short answers. N people at once (N = 1 and 8): they join half
 a second apart, and once all N have been greeted each begins to speak, still half a second
-apart, each the whole corpus from a place of their own (not N people saying one sentence
-at one moment), so that every turn measured is one of N conversations under way (eight joins at once
-are the test's own WebRTC work and livekit-server's, on the same two cores; what a join costs
-the person joining is the row's greeting time).
+apart, each the whole corpus from a place of their own (not N people saying one sentence at
+one moment), so that every turn measured is one of N conversations under way (eight joins
+at once are the test's own WebRTC work and livekit-server's, on the same two cores; what a
+join costs the person joining is the row's greeting time).
 
 Per agent and utterance kind: end of speech → first reply sound p50/p95; utterances split
 (the agent answered in the pause); talk-over (the agent began while the person spoke); the
