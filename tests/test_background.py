@@ -160,3 +160,20 @@ async def test_a_reply_cut_by_the_person_going_on_completes_no_exchange() -> Non
         session.emit("conversation_item_added", ConversationItemAddedEvent(item=item))
     # learned from as the model read it: one turn, answered whole
     assert exchanges.handed == [("Order a pizza with extra cheese", "One pizza with extra cheese.")]
+
+
+async def test_words_no_finished_reply_answered_are_learned_from_when_the_session_closes() -> None:
+    session: AgentSession[None] = AgentSession()
+    exchanges = Exchanges()
+    follow_turns(session, exchanges)
+    for role, text, cut in [
+        ("user", "My name is", False),
+        ("assistant", "Go", True),
+        ("user", "Robin", False),
+        ("assistant", "Nice to meet", True),  # the person left mid-reply
+    ]:
+        item = ChatMessage(role=role, content=[text], interrupted=cut)  # type: ignore[arg-type]
+        session.emit("conversation_item_added", ConversationItemAddedEvent(item=item))
+    assert exchanges.handed == []
+    session.emit("close", None)
+    assert exchanges.handed == [("My name is Robin", "Nice to meet")]  # the last reply's words

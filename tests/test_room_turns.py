@@ -23,6 +23,7 @@ from testbed.audio_io import FRAME_MS, silence, speak_to_frames
 from testbed.openai_server import OpenAIServer, Rule, has_tool_result, last_user_text, system_text
 from testbed.person import Person, token
 from testbed.recognizer import Recognizer
+from testbed.waiting import wait_until
 from testbed.worker import Worker, room_env
 from tests.support.rooms import KEY, greeted, heard_greeting_out, room
 from tools.memory.stores.sqlite import SCHEMA
@@ -206,6 +207,21 @@ async def test_going_on_after_the_agent_began_gets_one_answer_to_the_whole_sente
     # the answer to the whole was begun as the person finished, and kept: the reply to the
     # fragment, once cut, no longer holds back the reply to the whole sentence
     assert preemptive_outcomes(turn_worker, name) == ["kept", "kept"]
+
+    # post-turn learning read the exchange as the model did: one sentence, one answer
+    def learned_from() -> list[dict]:  # type: ignore[type-arg]
+        return [
+            json.loads(last_user_text(body))
+            for body in heard.bodies("/chat/completions")
+            if "Extract facts" in system_text(body) and WHEN in last_user_text(body)
+        ]
+
+    await wait_until(learned_from, 30, what="the exchange learned from")
+    assert [e["user"] for e in learned_from()] == [f"{ALARM} {WHEN}".lower()]
+    assert not any(
+        "Extract facts" in system_text(body) and "what time would" in last_user_text(body)
+        for body in heard.bodies("/chat/completions")
+    )  # the cut reply was no exchange of its own
 
 
 async def test_a_returning_persons_greeting_plays_from_audio_and_is_rebuilt_when_they_change(

@@ -152,8 +152,16 @@ class PostTurnWorker:
 def follow_turns(session: AgentSession[Any], worker: PostTurnWorker) -> None:
     """Hand every completed exchange (what the person said, then the agent's reply) to
     ``worker``. A reply the person cut by going on completes nothing: their words before and
-    after it are one turn, as the model reads them (``whole_turns``)."""
+    after it are one turn, as the model reads them (``whole_turns``). Words no finished
+    reply answered when the session closes (the person left mid-reply) are handed on then,
+    with what was said of the last reply: nothing they said goes unlearned."""
     heard: list[str] = []
+    cut: list[str] = []  # what was said of each reply to ``heard`` before it was cut
+
+    def hand_on(reply: str) -> None:
+        worker.submit(" ".join(heard), reply)
+        heard.clear()
+        cut.clear()
 
     def on_item(event: ConversationItemAddedEvent) -> None:
         item = event.item
@@ -161,8 +169,15 @@ def follow_turns(session: AgentSession[Any], worker: PostTurnWorker) -> None:
             return
         if item.role == "user":
             heard.append(item.text_content or "")
-        elif item.role == "assistant" and heard and not item.interrupted:
-            worker.submit(" ".join(heard), item.text_content or "")
-            heard.clear()
+        elif item.role == "assistant" and heard:
+            if item.interrupted:
+                cut.append(item.text_content or "")
+            else:
+                hand_on(item.text_content or "")
+
+    def on_close(_: object) -> None:
+        if heard:
+            hand_on(cut[-1] if cut else "")
 
     session.on("conversation_item_added", on_item)
+    session.on("close", on_close)
